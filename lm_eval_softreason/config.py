@@ -1,0 +1,199 @@
+"""Our model_args: parsing, validation and the presets, kept apart from any torch code.
+
+Everything is checked before the model is loaded, so a typo costs a second, not a model load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+MODES = ("softreason", "greedy", "sample", "cot_decoding", "fire")
+PRESETS = ("paper", "reference")
+SELECTS = ("best", "vote")
+SEARCHES = ("bo", "random")
+SIGMA_SCALES = ("absolute", "embedding_std")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A model_arg has a value we cannot use; the message names it and what is allowed."""
+
+
+# What each preset changes; explicit model_args always win over a preset.
+PRESET_VALUES: dict[str, dict[str, Any]] = {
+    # Zhu et al. 2025: x = z + sigma*eps around the greedy first token, GP + EI, best objective.
+    "paper": {"coherence": "geo_mean_prob", "select": "best", "inject": "perturb"},
+    # alickzhu/Soft-Reasoning: A^T u replaces an appended token, mean-prob coherence, vote.
+    "reference": {"coherence": "mean_prob", "select": "vote", "inject": "replace"},
+}
+
+
+@dataclass(frozen=True)
+class SoftReasonConfig:
+    """Settings of the decoding strategy (one field per model_arg; see README for each)."""
+
+    mode: str = "softreason"
+    preset: str = "paper"
+    # embedding perturbation
+    sigma: float = 1.0
+    sigma_scale: str = "absolute"
+    proj_dim: int = 50
+    inject: str = "perturb"
+    # search
+    search: str = "bo"
+    n_init: int = 5
+    batch: int = 5
+    max_rounds: int = 4
+    epsilon: float = 0.01
+    ei_threshold: float = 1e-3
+    # objective and answer
+    verifier: str | Callable[..., Any] = "self"
+    coherence: str | Callable[..., Any] = "geo_mean_prob"
+    w_verifier: float = 1.0
+    w_coherence: float = 1.0
+    select: str = "best"
+    verifier_max_tokens: int = 300
+    # baselines
+    n_samples: int = 8
+    temperature: float = 0.7
+    top_k: int = 10
+    fire_temperature: float = 30.0
+    # run
+    seed: int = 1234
+    trace_path: str | None = None
+    num_threads: int | None = None
+    explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("preset", self.preset, PRESETS)
+        _check_choice("select", self.select, SELECTS)
+        _check_choice("search", self.search, SEARCHES)
+        _check_choice("sigma_scale", self.sigma_scale, SIGMA_SCALES)
+        _check_choice("inject", self.inject, ("perturb", "replace"))
+        _check_number("sigma", self.sigma, low=0.0, low_open=True)
+        _check_number("epsilon", self.epsilon, low=0.0)
+        _check_number("ei_threshold", self.ei_threshold, low=0.0)
+        _check_number("w_verifier", self.w_verifier, low=0.0)
+        _check_number("w_coherence", self.w_coherence, low=0.0)
+        _check_number("temperature", self.temperature, low=0.0, low_open=True)
+        _check_number("fire_temperature", self.fire_temperature, low=0.0, low_open=True)
+        for name, low in (("proj_dim", 1), ("n_init", 1), ("batch", 1), ("max_rounds", 0),
+                          ("n_samples", 1), ("top_k", 1), ("verifier_max_tokens", 1)):
+            _check_int(name, getattr(self, name), low)
+        _check_int("seed", self.seed, None)
+        if self.num_threads is not None:
+            _check_int("num_threads", self.num_threads, 1)
+        for name in ("verifier", "coherence"):
+            value = getattr(self, name)
+            if not (callable(value) or (isinstance(value, str) and value)):
+                raise ConfigError(
+                    f"model_arg {name}={value!r} is invalid: give a built-in name, an import "
+                    f"path 'package.module:function', or (Python API) a callable"
+                )
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> tuple["SoftReasonConfig", dict[str, Any]]:
+        """Split lm-eval ``model_args`` into our config and the rest (for ``HFLM``).
+
+        Keys that are neither ours nor ``passthrough`` are left for ``from_pretrained``, except
+        near-misses of our names (``sigmma``), which are errors: they would be silently ignored.
+        """
+        ours = {f.name for f in dataclasses.fields(cls) if f.name != "explicit"}
+        mine = {k: v for k, v in kwargs.items() if k in ours}
+        rest = {k: v for k, v in kwargs.items() if k not in ours}
+        for key in rest:
+            close = difflib.get_close_matches(key, sorted(ours), n=1, cutoff=0.8)
+            if close and key not in _HFLM_ARGS:
+                raise ConfigError(
+                    f"unknown model_arg {key!r}; did you mean {close[0]!r}? "
+                    f"softreason model_args: {', '.join(sorted(ours))}"
+                )
+        preset = str(mine.get("preset", cls.preset))
+        _check_choice("preset", preset, PRESETS)
+        values = {**PRESET_VALUES[preset], **mine}
+        values = {k: _coerce(k, v) for k, v in values.items()}
+        return cls(**values, explicit=tuple(sorted(mine))), rest
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-safe settings for results files and traces (callables shown by import path)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("explicit", "trace_path", "num_threads"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = _callable_name(value) if callable(value) else value
+        return out
+
+    def fingerprint(self) -> str:
+        """Short stable hash of everything that changes results (not paths or threads)."""
+        blob = json.dumps(self.public_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
+_HFLM_ARGS = {
+    "pretrained", "backend", "revision", "subfolder", "tokenizer", "truncation", "logits_cache",
+    "max_length", "device", "dtype", "softmax_dtype", "mixed_precision_dtype", "batch_size",
+    "max_batch_size", "trust_remote_code", "use_fast_tokenizer", "add_bos_token",
+    "prefix_token_id", "parallelize", "max_memory_per_gpu", "max_cpu_memory", "offload_folder",
+    "peft", "delta", "autogptq", "gptqmodel", "gguf_file", "think_end_token", "enable_thinking",
+    "chat_template_args",
+}
+
+_FLOATS = {"sigma", "epsilon", "ei_threshold", "w_verifier", "w_coherence", "temperature",
+           "fire_temperature"}
+_INTS = {"proj_dim", "n_init", "batch", "max_rounds", "n_samples", "top_k",
+         "verifier_max_tokens", "seed", "num_threads"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn CLI strings into numbers, with an error that names the argument."""
+    if name in _FLOATS and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model_arg {name}={value!r} is not a number") from None
+    if name in _INTS and value is not None and not isinstance(value, bool):
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model_arg {name}={value!r} is not an integer") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"model_arg {name}={value!r} is not an integer")
+        return int(as_float)
+    if name == "trace_path" and value is not None:
+        return str(value)
+    return value
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"model_arg {name}={value!r} is invalid; allowed: {', '.join(allowed)}")
+
+
+def _check_number(name: str, value: Any, low: float, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"model_arg {name}={value!r} must be a finite number")
+    if value < low or (low_open and value == low):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise ConfigError(f"model_arg {name}={value!r} is out of range; allowed: {bound}")
+
+
+def _check_int(name: str, value: Any, low: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"model_arg {name}={value!r} must be an integer")
+    if low is not None and value < low:
+        raise ConfigError(f"model_arg {name}={value!r} is out of range; allowed: >= {low}")
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{name}"

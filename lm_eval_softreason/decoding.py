@@ -1,0 +1,285 @@
+"""Batched decoding from prefilled prompts, where the first generated position may be a vector.
+
+Soft Reasoning decodes many candidates that share a prompt and differ only in the embedding fed
+at the first generated position. So a prompt is prefilled once (:func:`prefill`), its KV cache is
+copied into every row that needs it, and rows of many prompts are decoded as one left-padded
+batch (:class:`BatchDecoder`). Explicit position ids and attention masks keep each row's output
+identical to decoding it alone; rows leave the batch as soon as they stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromptState:
+    """A prompt after prefill: its KV cache (batch 1, per layer) and next-token logits."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    length: int
+    next_logits: torch.Tensor  # [vocab], float32
+    prefilled_tokens: int  # tokens actually run through the model (excludes a reused prefix)
+
+    @property
+    def greedy_token(self) -> int:
+        return int(torch.argmax(self.next_logits))
+
+
+@dataclass
+class DecodeRow:
+    """One sequence to decode after a prompt.
+
+    ``first_token`` is emitted as the first output token (its text is part of the output);
+    ``first_embed`` is what the model is fed at the first generated position. With only
+    ``first_token`` this is ordinary decoding; with both it is Soft Reasoning's perturbed first
+    token (paper); with only ``first_embed`` it is a virtual token that emits no text
+    (reference code). ``temperature`` 0 means greedy for every later step.
+    """
+
+    prompt: PromptState
+    first_token: int | None = None
+    first_embed: torch.Tensor | None = None
+    temperature: float = 0.0
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.first_token is None and self.first_embed is None:
+            raise ValueError("DecodeRow needs first_token, first_embed or both")
+
+
+@dataclass
+class DecodeResult:
+    """What a row produced: its tokens, their log-probs and top-1/top-2 probability margins."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    margins: list[float]
+    text: str = ""
+    stop_reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+
+def model_dtype(model: PreTrainedModel) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+@torch.inference_mode()
+def prefill(
+    model: PreTrainedModel, token_ids: Sequence[int], prefix: PromptState | None = None
+) -> PromptState:
+    """Run a prompt through the model once, optionally continuing a prefilled ``prefix``.
+
+    Prompts are prefilled one at a time: prefill is matrix-matrix work that batching barely
+    speeds up on CPU, and batch 1 keeps the cache free of padding.
+    """
+    if len(token_ids) == 0:
+        if prefix is None:
+            raise ValueError("cannot prefill an empty prompt")
+        return prefix
+    device = model.device
+    ids = torch.tensor([list(token_ids)], dtype=torch.long, device=device)
+    start = 0 if prefix is None else prefix.length
+    cache = DynamicCache(config=model.config)
+    if prefix is not None:
+        cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix.kv], config=model.config)
+    positions = torch.arange(start, start + ids.shape[1], device=device).unsqueeze(0)
+    mask = torch.ones(1, start + ids.shape[1], dtype=torch.long, device=device)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        use_cache=True,
+    )
+    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    return PromptState(
+        kv=kv,
+        length=start + ids.shape[1],
+        next_logits=out.logits[0, -1].float(),
+        prefilled_tokens=ids.shape[1],
+    )
+
+
+class StopChecker:
+    """Finds the earliest stop string in a row's text by decoding only a short tail."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, until: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.until = [s for s in until if s]
+        longest = max((len(tokenizer.encode(s, add_special_tokens=False)) for s in self.until),
+                      default=0)
+        self.lookback = longest + 2
+
+    def hit(self, tokens: list[int]) -> bool:
+        if not self.until:
+            return False
+        tail = self.tokenizer.decode(tokens[-self.lookback:], skip_special_tokens=False)
+        return any(s in tail for s in self.until)
+
+
+class BatchDecoder:
+    """Decodes :class:`DecodeRow` s of any prompts together, ``max_batch`` rows at a time.
+
+    A chunk that runs out of memory is retried at half the size (logged), so a too-large
+    ``batch_size`` degrades speed instead of failing the run.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        eos_token_ids: Sequence[int],
+        max_batch: int,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos = set(int(t) for t in eos_token_ids)
+        self.max_batch = max(1, int(max_batch))
+        self.embed = model.get_input_embeddings()
+
+    def decode(
+        self, rows: Sequence[DecodeRow], until: Sequence[str], max_new_tokens: int
+    ) -> list[DecodeResult]:
+        """Decode every row; results come back in the order of ``rows``."""
+        results: list[DecodeResult | None] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: -rows[i].prompt.length)
+        start = 0
+        while start < len(order):
+            size = self.max_batch
+            idx = order[start:start + size]
+            try:
+                for i, res in zip(idx, self._decode_chunk([rows[i] for i in idx], until,
+                                                          max_new_tokens)):
+                    results[i] = res
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+                if not _is_oom(exc) or size == 1:
+                    raise
+                self.max_batch = max(1, size // 2)
+                log.warning("out of memory decoding %d rows; batch size lowered to %d",
+                            size, self.max_batch)
+                continue
+            start += len(idx)
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _decode_chunk(
+        self, rows: Sequence[DecodeRow], until: Sequence[str], max_new_tokens: int
+    ) -> list[DecodeResult]:
+        device = self.model.device
+        dtype = model_dtype(self.model)
+        n = len(rows)
+        width = max(r.prompt.length for r in rows)
+        cache = DynamicCache(ddp_cache_data=_stack_kv(rows, width), config=self.model.config)
+        mask = torch.zeros(n, width + 1, dtype=torch.long, device=device)
+        for i, r in enumerate(rows):
+            mask[i, width - r.prompt.length:] = 1
+        positions = torch.tensor([r.prompt.length for r in rows], device=device)
+        stopper = StopChecker(self.tokenizer, until)
+
+        results = [DecodeResult(tokens=[], logprobs=[], margins=[]) for _ in rows]
+        first = []
+        for r, res in zip(rows, results):
+            if r.first_token is not None:
+                lp = torch.log_softmax(r.prompt.next_logits, -1)
+                top2 = torch.topk(lp.exp(), 2).values
+                res.tokens.append(r.first_token)
+                res.logprobs.append(float(lp[r.first_token]))
+                res.margins.append(float(top2[0] - top2[1]))
+            vec = r.first_embed if r.first_embed is not None else self.embed(
+                torch.tensor(r.first_token, device=device))
+            first.append(vec.to(device=device, dtype=dtype))
+        inputs = {"inputs_embeds": torch.stack(first).unsqueeze(1)}
+
+        alive = list(range(n))  # batch slot -> row index
+        for i in list(alive):
+            reason = self._stop_reason(results[i], stopper, max_new_tokens)
+            if reason:
+                results[i].stop_reason = reason
+        keep = [j for j, i in enumerate(alive) if not results[i].stop_reason]
+        if len(keep) < len(alive):
+            alive, mask, positions, inputs = _select(keep, alive, mask, positions, inputs, cache)
+
+        while alive:
+            out = self.model(
+                **inputs, attention_mask=mask, position_ids=positions.unsqueeze(1),
+                past_key_values=cache, use_cache=True,
+            )
+            logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            next_tokens = []
+            for slot, i in enumerate(alive):
+                tok = _choose(logp[slot], rows[i].temperature, rows[i].generator)
+                top2 = torch.topk(logp[slot], 2).values.exp()
+                results[i].tokens.append(tok)
+                results[i].logprobs.append(float(logp[slot, tok]))
+                results[i].margins.append(float(top2[0] - top2[1]))
+                next_tokens.append(tok)
+                reason = self._stop_reason(results[i], stopper, max_new_tokens)
+                if reason:
+                    results[i].stop_reason = reason
+            inputs = {"input_ids": torch.tensor(next_tokens, device=device).unsqueeze(1)}
+            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+            positions = positions + 1
+            keep = [j for j, i in enumerate(alive) if not results[i].stop_reason]
+            if len(keep) < len(alive):
+                alive, mask, positions, inputs = _select(keep, alive, mask, positions, inputs,
+                                                         cache)
+        return results
+
+    def _stop_reason(self, res: DecodeResult, stopper: StopChecker, max_new: int) -> str:
+        if res.tokens and res.tokens[-1] in self.eos:
+            return "eos"
+        if res.tokens and stopper.hit(res.tokens):
+            return "stop_string"
+        if len(res.tokens) >= max_new:
+            return "max_tokens"
+        return ""
+
+
+def _choose(logp: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:
+    if temperature <= 0:
+        return int(torch.argmax(logp))
+    probs = torch.softmax(logp / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _stack_kv(rows: Sequence[DecodeRow], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Left-pad every row's prompt cache to ``width`` and stack them along the batch."""
+    n_layers = len(rows[0].prompt.kv)
+    stacked = []
+    for layer in range(n_layers):
+        keys, values = [], []
+        for r in rows:
+            k, v = r.prompt.kv[layer]
+            pad = width - k.shape[2]
+            if pad:
+                k = torch.nn.functional.pad(k, (0, 0, pad, 0))
+                v = torch.nn.functional.pad(v, (0, 0, pad, 0))
+            keys.append(k)
+            values.append(v)
+        stacked.append((torch.cat(keys), torch.cat(values)))
+    return stacked
+
+
+def _select(keep, alive, mask, positions, inputs, cache):  # type: ignore[no-untyped-def]
+    """Drop finished rows from every batch tensor and from the KV cache."""
+    index = torch.tensor(keep, dtype=torch.long, device=mask.device)
+    if len(keep):
+        cache.batch_select_indices(index)
+    name, tensor = next(iter(inputs.items()))
+    return ([alive[j] for j in keep], mask[index], positions[index], {name: tensor[index]})
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text

@@ -1,0 +1,121 @@
+"""Soft Reasoning's per-question search: perturb the first token, verify, refine with BO.
+
+Round 0 decodes ``n_init`` points of the initial design; each later round fits a GP to
+(point, objective) and decodes the ``batch`` points qLogEI proposes (or random points for the
+``search=random`` ablation), until the round's best objective improves the best so far by less
+than ``epsilon``, the expected improvement drops below ``ei_threshold``, or ``max_rounds``
+BO rounds have run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lm_eval_softreason.bayesopt import GPFitError, propose
+from lm_eval_softreason.decoding import DecodeRow
+from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.perturbation import EmbeddingSpace
+from lm_eval_softreason.selection import Generation, rank
+from lm_eval_softreason.strategy import QuestionContext, Strategy
+
+
+class SoftReasonSearch(Strategy):
+    name = "softreason"
+
+    def __init__(self, ctx: QuestionContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        self.first_token = ctx.state.greedy_token
+        anchor = ctx.embeddings[self.first_token]
+        self.space = EmbeddingSpace(anchor, cfg, ctx.generator(), ctx.embedding_std)
+        self.pending = self.space.initial_points(cfg.n_init)
+        self.points: list[torch.Tensor] = []
+        self.round = 0
+        self.best_so_far = -math.inf
+        self.round_gens: list[Generation] = []
+        self.expected_improvement: list[float] = []
+
+    def rows(self) -> list[DecodeRow]:
+        first = self.first_token if self.ctx.cfg.inject == "perturb" else None
+        return [self.row(first_token=first, first_embed=self.space.to_vector(u))
+                for u in self.pending]
+
+    def observe(self, gens: list[Generation]) -> None:
+        for g in gens:
+            g.round = self.round
+            g.r_coherence = float(self.ctx.coherence(g.logprobs))
+            if not math.isfinite(g.r_coherence) and self.ctx.cfg.w_coherence > 0:
+                raise ValueError(f"coherence returned {g.r_coherence}")
+        self.round_gens = gens
+        self.record(gens)
+        self.points.extend(self.pending)
+
+    def verify_request(self) -> VerifyRequest | None:
+        if self.done or not self.round_gens:
+            return None
+        return VerifyRequest(
+            question=self.ctx.prompt,
+            candidates=[g.text for g in self.round_gens],
+            answers=[g.answer for g in self.round_gens],
+            task_name=self.ctx.task_name,
+        )
+
+    def observe_verification(self, result: VerifyResult) -> None:
+        cfg = self.ctx.cfg
+        if len(result.rewards) != len(self.round_gens):
+            raise ValueError(f"verifier gave {len(result.rewards)} rewards for "
+                             f"{len(self.round_gens)} candidates")
+        for g, r in zip(self.round_gens, result.rewards):
+            r = float(r)
+            if not math.isfinite(r):
+                raise ValueError(f"verifier returned {r}")
+            g.r_verifier = r
+            coherence = g.r_coherence if cfg.w_coherence > 0 else 0.0
+            g.reward = cfg.w_verifier * r + cfg.w_coherence * (coherence or 0.0)
+        self.extra_votes.append(result.verifier_answer)
+        self.counters.tokens_generated += result.tokens_generated
+        self.counters.verifier_tokens += result.tokens_generated
+        self.counters.tokens_prefilled += result.tokens_prefilled
+        self.counters.rounds = self.round + 1
+        self._next_round()
+
+    def _next_round(self) -> None:
+        cfg = self.ctx.cfg
+        round_best = max(g.reward for g in self.round_gens)  # type: ignore[type-var]
+        improved = round_best - self.best_so_far
+        self.best_so_far = max(self.best_so_far, round_best)
+        self.round_gens = []
+        if self.round >= 1 and improved < cfg.epsilon:
+            return self.finish("converged")
+        if self.round >= cfg.max_rounds:
+            return self.finish("max_rounds")
+        rewards = torch.tensor([g.reward for g in self.generations])
+        if float(rewards.max() - rewards.min()) < 1e-12:
+            # Nothing to learn from; more rounds would be random search. Treat as converged.
+            return self.finish("flat_rewards")
+        self.round += 1
+        if cfg.search == "random":
+            self.pending = self.space.random_points(cfg.batch)
+            return None
+        try:
+            proposal = propose(torch.stack(self.points), rewards, self.space.bounds, cfg.batch,
+                               seed=(self.ctx.seed + self.round) % (2**31))
+        except GPFitError as exc:
+            return self.fail(str(exc))
+        self.expected_improvement.append(proposal.expected_improvement)
+        if proposal.expected_improvement < cfg.ei_threshold:
+            self.round -= 1
+            return self.finish("ei_below_threshold")
+        self.pending = proposal.points
+        return None
+
+    def ranked(self) -> list[Generation]:
+        return rank(self.generations, self.ctx.cfg.select, self.extra_votes)
+
+    def trace(self) -> dict:
+        out = super().trace()
+        out["verifier_answers"] = self.extra_votes
+        out["expected_improvement"] = self.expected_improvement
+        return out
