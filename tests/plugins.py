@@ -1,0 +1,35 @@
+"""Importable verifier/coherence plug-ins used by the tests (model_arg import paths)."""
+
+from __future__ import annotations
+
+import math
+
+from lm_eval_softreason.objectives import VerifyRequest
+
+CALLS: list[VerifyRequest] = []
+
+
+def always_first(request: VerifyRequest) -> list[float]:
+    """Rewards only the first candidate; records what it was shown."""
+    CALLS.append(request)
+    return [1.0] + [0.0] * (len(request.candidates) - 1)
+
+
+def raising_verifier(request: VerifyRequest) -> list[float]:
+    raise RuntimeError("verifier exploded")
+
+
+def nan_verifier(request: VerifyRequest) -> list[float]:
+    return [math.nan] * len(request.candidates)
+
+
+def raising_coherence(logprobs) -> float:
+    raise RuntimeError("coherence exploded")
+
+
+def inf_coherence(logprobs) -> float:
+    return math.inf
+
+
+def length_coherence(logprobs) -> float:
+    return float(len(logprobs))

@@ -1,0 +1,210 @@
+"""examples/compare.py: one tiny end-to-end run (greedy, sc, softreason on 1 SVAMP question),
+resume, report-only, and the pure helpers (limits, run order, budget matching)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("softreason_compare_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def svamp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "data"
+    (data / "svamp").mkdir(parents=True)
+    items = [
+        {"ID": f"chal-{i + 1}", "Body": f"Tom has {i + 3} apples. He eats 2 of them.",
+         "Question": "How many apples does Tom have now?", "Equation": f"( {i + 3}.0 - 2.0 )",
+         "Answer": float(i + 1), "Type": "Subtraction"}
+        for i in range(3)
+    ]
+    (data / "svamp" / "SVAMP.json").write_text(json.dumps(items), encoding="utf-8")
+    monkeypatch.setenv("SOFTREASON_DATA_DIR", str(data))
+    return data
+
+
+def _argv(model: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", model, "--tasks", "svamp", "--strategies", "greedy,sc,softreason",
+        "--limit", "1", "--gen-kwargs", "max_gen_toks=8", "--batch-size", "8",
+        "--extra-model-args", "max_rounds=1,n_init=2,batch=2,verifier_max_tokens=8",
+        "--out", str(out), *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_end_to_end_resume_and_report(compare, tiny_model_dir, svamp_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.main(_argv(tiny_model_dir, out)) == 0
+    printed = capsys.readouterr().out
+
+    cells = out / "cells"
+    for strategy in ("greedy", "sc", "softreason"):
+        for suffix in (".json", ".samples.jsonl", ".trace.jsonl"):
+            assert (cells / f"svamp__{strategy}{suffix}").is_file(), (strategy, suffix)
+    assert not list(cells.glob(".*tmp"))  # atomic writes leave no temporary files
+
+    greedy, sr, sc = (json.loads((cells / f"svamp__{s}.json").read_text())
+                      for s in ("greedy", "softreason", "sc"))
+    for cell in (greedy, sr, sc):
+        assert cell["n"] == 1 and cell["questions"] == 1
+        assert 0.0 <= cell["accuracy_strict"] <= 1.0 and 0.0 <= cell["accuracy_flexible"] <= 1.0
+        assert cell["tokens_prefilled_per_q"] > 0 and cell["wall_time_per_q_s"] > 0
+        assert cell["lm_eval_version"] and cell["timestamp"]
+        assert "/" not in cell["model_args"]["pretrained"]  # no machine paths in results
+    assert greedy["tokens_generated_per_q"] <= 8
+    # softreason's count includes its verifier's tokens
+    assert sr["verifier_tokens_per_q"] > 0
+    assert sr["tokens_generated_per_q"] >= sr["verifier_tokens_per_q"]
+
+    # Budget matching: N = round(softreason tokens/q / greedy tokens/q), at least 1.
+    ratio = sr["tokens_generated_per_q"] / greedy["tokens_generated_per_q"]
+    expected_n = max(1, math.floor(ratio + 0.5))
+    assert sc["budget"]["source"] == "matched"
+    assert sc["budget"]["n_samples"] == expected_n
+    assert sc["model_args"]["n_samples"] == expected_n
+    assert sc["stats"]["candidates"] == expected_n  # one question, N samples decoded
+    assert sc["label"] == f"sc (N={expected_n})"
+
+    # The table: stdout and table.md, one row per cell, in run order.
+    table = (out / "table.md").read_text()
+    assert table in printed
+    rows = [line for line in table.splitlines() if line.startswith("| svamp |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["greedy", f"sc (N={expected_n})",
+                                                      "softreason"]
+    assert "generated tokens/q" in table.splitlines()[0]
+    pytest.importorskip("matplotlib")
+    png = out / "accuracy_vs_tokens.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Rerun: every finished cell is skipped; nothing is rewritten and the model is not loaded.
+    before = {p.name: p.stat().st_mtime_ns for p in cells.iterdir()}
+    assert compare.main(_argv(tiny_model_dir, out)) == 0
+    printed = capsys.readouterr().out
+    for strategy in ("greedy", "sc", "softreason"):
+        assert f"skip svamp / {strategy}" in printed
+    assert "loaded " not in printed
+    assert {p.name: p.stat().st_mtime_ns for p in cells.iterdir()} == before
+
+    # Report only: table and plot rebuilt from the cells.
+    (out / "table.md").unlink()
+    png.unlink()
+    assert compare.main(["--report-only", "--out", str(out), "--tasks", "svamp"]) == 0
+    assert (out / "table.md").read_text() == table
+    assert png.is_file()
+
+    # Finished cells from other settings are never mixed into a run.
+    with pytest.raises(SystemExit, match="other settings"):
+        compare.main(_argv(tiny_model_dir, out, "--seed", "1"))
+
+
+def test_parse_limits(compare):
+    tasks = ["svamp", "gsm8k_cot_zeroshot"]
+    assert compare.parse_limits(None, tasks)["svamp"] is None
+    assert compare.parse_limits("5", tasks)["gsm8k_cot_zeroshot"] == 5
+    both = compare.parse_limits("svamp=100,gsm8k_cot_zeroshot=50", tasks)
+    assert (both["svamp"], both["gsm8k_cot_zeroshot"]) == (100, 50)
+    mixed = compare.parse_limits("7,svamp=100", tasks)
+    assert (mixed["svamp"], mixed["gsm8k_cot_zeroshot"]) == (100, 7)
+    with pytest.raises(SystemExit):
+        compare.parse_limits("gsm8k=3", tasks)
+    with pytest.raises(SystemExit):
+        compare.parse_limits("svamp=-1", tasks)
+
+
+def test_plan_runs_budget_sources_before_sc(compare):
+    plan = compare.plan_cells(["svamp", "gsm8k_cot_zeroshot"],
+                              ["sc", "fire", "softreason", "greedy"], baseline_hf_sc=True)
+    assert plan[:4] == [("svamp", "greedy"), ("svamp", "softreason"), ("svamp", "fire"),
+                        ("svamp", "sc")]
+    assert plan[-1] == ("gsm8k_cot_self_consistency", "hf_sc")
+    assert len(plan) == 9
+
+
+def _settings(compare, **kw):
+    base = dict(model="models/tiny", limits={"svamp": 1}, seed=1234, apply_chat_template=False,
+                batch_size="8", dtype="auto", device="cpu", extra_model_args={}, gen_kwargs={},
+                sc_temperature=0.7, sc_n=None, hf_sc_repeats=None)
+    return compare.RunSettings(**{**base, **kw})
+
+
+@pytest.mark.parametrize("sr,greedy,n", [(48.0, 8.0, 6), (52.0, 8.0, 7), (3.0, 8.0, 1),
+                                         (100.0, 0.0, 1)])
+def test_budget_samples(compare, tmp_path, sr, greedy, n):
+    for name, tokens in (("softreason", sr), ("greedy", greedy)):
+        compare.write_atomic(compare.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
+            {"schema": compare.SCHEMA, "tokens_generated_per_q": tokens}))
+    budget = compare.budget_samples(tmp_path, "svamp", _settings(compare))
+    assert budget["n_samples"] == n and budget["source"] == "matched"
+    fixed = compare.budget_samples(tmp_path, "svamp", _settings(compare, sc_n=3))
+    assert fixed == {"n_samples": 3, "source": "--sc-n"}
+
+
+def test_sc_without_budget_sources_fails_before_loading(compare, tmp_path):
+    with pytest.raises(SystemExit, match="--sc-n"):
+        compare.main(["--model", str(tmp_path / "no-such-model"), "--tasks", "svamp",
+                      "--strategies", "sc", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="unknown strategy"):
+        compare.main(["--model", "m", "--strategies", "greedy,beam", "--out", str(tmp_path)])
+
+
+def test_strategy_model_args(compare):
+    st = _settings(compare, extra_model_args={"max_rounds": 2, "mode": "fire"},
+                   sc_temperature=0.4)
+    assert compare.strategy_model_args("sc", st) == {
+        "max_rounds": 2, "mode": "sample", "seed": 1234, "temperature": 0.4}
+    assert compare.strategy_model_args("softreason_noverifier", st)["verifier"] == "none"
+    assert compare.strategy_model_args("softreason_nocoherence", st)["coherence"] == "none"
+    assert compare.strategy_model_args("softreason_random", st)["search"] == "random"
+    spec = st.spec("svamp", "greedy")
+    assert spec["model"] == "tiny" and spec["limit"] == 1
+
+
+def test_hf_sc_repeats_override(compare):
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_softreason.tasks_path import tasks_dir
+
+    tm = TaskManager(include_path=tasks_dir(), include_defaults=False)
+    names = lambda cfg: [f["name"] for f in cfg["filter_list"]]  # noqa: E731
+    four = compare.hf_sc_config(tm, 4)
+    assert four["repeats"] == 4 and names(four) == ["score-first", "maj@4"]
+    sixteen = compare.hf_sc_config(tm, 16)
+    assert names(sixteen) == ["score-first", "maj@16", "maj@8"]
+
+
+@pytest.mark.slow
+def test_baseline_hf_sc_cell(compare, tiny_model_dir, svamp_dir, tmp_path, capsys):
+    gsm8k = svamp_dir / "gsm8k"
+    gsm8k.mkdir()
+    rows = [{"question": f"Ann has {i + 2} pens and buys 3 more. How many pens does she have?",
+             "answer": f"{i + 2} + 3 = {i + 5}\n#### {i + 5}"} for i in range(2)]
+    for split in ("train", "test"):
+        (gsm8k / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    argv = ["--model", tiny_model_dir, "--tasks", "svamp", "--strategies", "greedy",
+            "--limit", "1", "--gen-kwargs", "max_gen_toks=8", "--baseline-hf-sc",
+            "--hf-sc-repeats", "2", "--out", str(out)]
+    assert compare.main(argv) == 0
+    cell = json.loads((out / "cells" / "gsm8k_cot_self_consistency__hf_sc.json").read_text())
+    assert cell["repeats"] == 2 and cell["label"] == "hf_sc (N=2)"
+    assert "exact_match,maj@2" in cell["metrics"]
+    assert cell["accuracy_strict"] == cell["metrics"]["exact_match,maj@2"]
+    assert cell["accuracy_flexible"] is None
+    assert cell["n"] == 1 and 0 < cell["tokens_generated_per_q"] and cell["wall_time_per_q_s"] > 0
+    assert "| gsm8k_cot_self_consistency | hf_sc (N=2) |" in capsys.readouterr().out

@@ -1,0 +1,74 @@
+"""model_args parsing and validation: every bad value is named with what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from lm_eval_softreason.config import ConfigError, SoftReasonConfig
+from lm_eval_softreason.objectives import resolve_coherence, resolve_verifier_spec
+
+
+def parse(**kwargs):
+    return SoftReasonConfig.from_kwargs(kwargs)
+
+
+def test_split_keeps_hflm_args_out_of_our_config():
+    cfg, rest = parse(pretrained="m", sigma="0.5", batch=3, dtype="float32", device="cpu")
+    assert cfg.sigma == 0.5 and cfg.batch == 3
+    assert rest == {"pretrained": "m", "dtype": "float32", "device": "cpu"}
+
+
+def test_presets_set_defaults_and_explicit_args_win():
+    paper, _ = parse()
+    ref, _ = parse(preset="reference")
+    assert (paper.coherence, paper.select, paper.inject) == ("geo_mean_prob", "best", "perturb")
+    assert (ref.coherence, ref.select, ref.inject) == ("mean_prob", "vote", "replace")
+    custom, _ = parse(preset="reference", select="best")
+    assert custom.select == "best" and custom.coherence == "mean_prob"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ({"sigma": 0}, "sigma=0.0 is out of range; allowed: > 0"),
+        ({"sigma": -1}, "sigma=-1.0 is out of range"),
+        ({"sigma": "abc"}, "sigma='abc' is not a number"),
+        ({"sigma": "nan"}, "sigma=nan must be a finite number"),
+        ({"proj_dim": 0}, "proj_dim=0 is out of range; allowed: >= 1"),
+        ({"batch": 0}, "batch=0 is out of range; allowed: >= 1"),
+        ({"n_init": "2.5"}, "n_init='2.5' is not an integer"),
+        ({"mode": "greddy"}, "mode='greddy' is invalid; allowed: softreason, greedy"),
+        ({"select": "majority"}, "select='majority' is invalid; allowed: best, vote"),
+        ({"preset": "papr"}, "preset='papr' is invalid; allowed: paper, reference"),
+        ({"search": "grid"}, "search='grid' is invalid"),
+        ({"sigmma": 1}, "unknown model_arg 'sigmma'; did you mean 'sigma'?"),
+    ],
+)
+def test_bad_values_are_named(args, fragment):
+    with pytest.raises(ConfigError) as err:
+        parse(**args)
+    assert fragment in str(err.value)
+
+
+def test_fingerprint_ignores_paths_but_not_settings():
+    a, _ = parse(trace_path="/tmp/a.jsonl")
+    b, _ = parse(trace_path="/tmp/b.jsonl")
+    c, _ = parse(sigma=0.5)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_coherence_and_verifier_resolution():
+    assert resolve_coherence("mean_prob")([0.0, 0.0]) == 1.0
+    assert resolve_coherence("math:fsum")([1.0, 2.0]) == 3.0  # import path
+    assert resolve_verifier_spec("self") == "self"
+    assert callable(resolve_verifier_spec("tests.plugins:always_first"))
+    with pytest.raises(ConfigError, match="coherence='bogus' is unknown; built-ins: geo_mean"):
+        resolve_coherence("bogus")
+    with pytest.raises(ConfigError, match="cannot import 'no_such_pkg.mod'"):
+        resolve_verifier_spec("no_such_pkg.mod:fn")
+    with pytest.raises(ConfigError, match="'math' has no 'nope'"):
+        resolve_coherence("math:nope")
+    with pytest.raises(ConfigError, match="'pi' is not callable"):
+        resolve_coherence("math:pi")
+    with pytest.raises(ConfigError, match="verifier='judge' is unknown"):
+        resolve_verifier_spec("judge")

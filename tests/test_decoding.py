@@ -1,0 +1,104 @@
+"""The batched decoder against plain HF decoding: same tokens, alone or batched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, prefill
+from tests.helpers import QUESTIONS
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return model, tok
+
+
+def hf_greedy(model, tok, text, n):
+    ids = tok(text, return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                         pad_token_id=tok.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def test_greedy_rows_match_hf_generate(model_and_tok):
+    model, tok = model_and_tok
+    dec = BatchDecoder(model, tok, eos_token_ids=[], max_batch=8)
+    states = [prefill(model, tok.encode(q)) for q in QUESTIONS]
+    results = dec.decode([DecodeRow(s, first_token=s.greedy_token) for s in states], [], 20)
+    for q, res in zip(QUESTIONS, results):
+        assert res.tokens == hf_greedy(model, tok, q, 20)
+        assert res.stop_reason == "max_tokens"
+
+
+def test_zero_noise_embedding_reproduces_greedy_token_for_token(model_and_tok):
+    model, tok = model_and_tok
+    table = model.get_input_embeddings().weight.detach()
+    dec = BatchDecoder(model, tok, eos_token_ids=[], max_batch=8)
+    for q in QUESTIONS:
+        s = prefill(model, tok.encode(q))
+        soft = DecodeRow(s, first_token=s.greedy_token, first_embed=table[s.greedy_token].clone())
+        assert dec.decode([soft], [], 20)[0].tokens == hf_greedy(model, tok, q, 20)
+
+
+def test_perturbed_rows_identical_batched_or_alone(model_and_tok):
+    model, tok = model_and_tok
+    table = model.get_input_embeddings().weight.detach()
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for q in QUESTIONS:  # prompts of different lengths: exercises left padding
+        s = prefill(model, tok.encode(q))
+        for _ in range(3):
+            noise = torch.randn(table.shape[1], generator=gen)
+            rows.append(DecodeRow(s, first_token=s.greedy_token,
+                                  first_embed=table[s.greedy_token] + noise))
+    batched = BatchDecoder(model, tok, [tok.eos_token_id], max_batch=16).decode(rows, ["Q:"], 16)
+    alone = BatchDecoder(model, tok, [tok.eos_token_id], max_batch=1).decode(rows, ["Q:"], 16)
+    assert [r.tokens for r in batched] == [r.tokens for r in alone]
+    assert len({tuple(r.tokens) for r in batched}) > 3  # noise really changes the text
+    for a, b in zip(batched, alone):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+def test_prefix_prefill_equals_full_prefill(model_and_tok):
+    model, tok = model_and_tok
+    ids = tok.encode(QUESTIONS[1])
+    full = prefill(model, ids)
+    head = prefill(model, ids[:10])
+    joined = prefill(model, ids[10:], prefix=head)
+    assert joined.length == full.length and joined.prefilled_tokens == len(ids) - 10
+    assert torch.allclose(joined.next_logits, full.next_logits, atol=1e-4)
+
+
+def test_stop_strings_and_virtual_first_token(model_and_tok):
+    model, tok = model_and_tok
+    s = prefill(model, tok.encode(QUESTIONS[0]))
+    dec = BatchDecoder(model, tok, [], max_batch=4)
+    free = dec.decode([DecodeRow(s, first_token=s.greedy_token)], [], 12)[0]
+    stop_at = tok.decode(free.tokens[3:5])
+    cut = dec.decode([DecodeRow(s, first_token=s.greedy_token)], [stop_at], 12)[0]
+    assert cut.stop_reason == "stop_string" and len(cut.tokens) < 12
+    assert stop_at in tok.decode(cut.tokens)
+    virtual = DecodeRow(s, first_embed=torch.zeros(model.config.hidden_size))
+    res = dec.decode([virtual], [], 5)[0]
+    assert len(res.tokens) == 5 and len(res.logprobs) == 5  # nothing emitted for the vector
+
+
+def test_oom_halves_the_batch_instead_of_failing(model_and_tok, monkeypatch, caplog):
+    model, tok = model_and_tok
+    dec = BatchDecoder(model, tok, [], max_batch=8)
+    original = dec._decode_chunk
+
+    def fussy(rows, until, n):
+        if len(rows) > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return original(rows, until, n)
+
+    monkeypatch.setattr(dec, "_decode_chunk", fussy)
+    s = prefill(model, tok.encode(QUESTIONS[0]))
+    out = dec.decode([DecodeRow(s, first_token=s.greedy_token)] * 6, [], 4)
+    assert len(out) == 6 and dec.max_batch == 2
+    assert "batch size lowered to 2" in caplog.text
