@@ -387,11 +387,11 @@ class Runner:
             self._task_manager = TaskManager(include_path=tasks_dir())
         return self._task_manager
 
-    def _hf_batch(self) -> int | str:
+    def _hf_batch(self) -> int:
         bs = self.st.batch_size
         return int(bs) if str(bs).isdigit() else HF_DEFAULT_BATCH
 
-    def _evaluate(self, lm, task: Any, task_name: str) -> tuple[dict, float]:  # type: ignore[no-untyped-def]
+    def _evaluate(self, lm: Any, task: Any, task_name: str) -> tuple[dict, float]:
         import lm_eval
 
         st = self.st

@@ -76,11 +76,7 @@ class SoftReasonLM(HFLM):
 
     def __init__(self, **kwargs: Any) -> None:
         cfg, rest = SoftReasonConfig.from_kwargs(kwargs)
-        self.sr_config = cfg
-        self._coherence_fn = resolve_coherence(cfg.coherence)
-        self._verifier_spec = resolve_verifier_spec(cfg.verifier)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
+        self._apply_config(cfg)
         super().__init__(**rest)
         self._model.eval()
         table = self._model.get_input_embeddings().weight.detach()
@@ -94,7 +90,32 @@ class SoftReasonLM(HFLM):
         self._fallback_reasons: dict[str, int] = {}
         self._decoder: BatchDecoder | None = None
         self._extractors: dict[str, Callable[[str], str | None]] = {}
+
+    def configure(self, **model_args: Any) -> None:
+        """Switch strategy settings on the loaded model (e.g. to compare strategies without
+        reloading it); statistics restart. Only our own model_args are accepted here."""
+        cfg, rest = SoftReasonConfig.from_kwargs(model_args)
+        if rest:
+            raise ValueError(f"configure() takes softreason model_args only, not {sorted(rest)}")
+        self._apply_config(cfg)
+        if self._trace is not None:
+            self._trace.close()
+        self._trace = TraceWriter(cfg.trace_path) if cfg.trace_path else None
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Zero the totals reported in ``get_model_info()["softreason_stats"]``."""
+        self._stats = {key: type(value)(0) for key, value in self._stats.items()}
+        self._fallback_reasons = {}
+
+    def _apply_config(self, cfg: SoftReasonConfig) -> None:
+        """Validate and resolve everything a configuration names, before any model work."""
+        self._coherence_fn = resolve_coherence(cfg.coherence)
+        self._verifier_spec = resolve_verifier_spec(cfg.verifier)
+        self.sr_config = cfg
         self._verifier = None
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
 
     # --- lm-eval hooks ----------------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""SoftReasonLM.generate_until end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lm_eval.models.huggingface import HFLM
+
+from lm_eval_softreason import search
+from lm_eval_softreason.bayesopt import GPFitError
+from lm_eval_softreason.model import SoftReasonLM
+from lm_eval_softreason.trace import read_trace
+from tests import plugins
+from tests.helpers import QUESTIONS, request
+
+FAST = {"max_rounds": 1, "n_init": 3, "batch": 2, "proj_dim": 8, "verifier_max_tokens": 8}
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=16, **FAST)
+
+
+@pytest.fixture
+def configure(lm):
+    def _configure(**kwargs):
+        lm.configure(**{**FAST, **kwargs})
+        return lm
+
+    yield _configure
+    lm.configure(**FAST)
+
+
+def test_greedy_mode_equals_stock_hflm(tiny_model_dir, configure):
+    lm = configure(mode="greedy")
+    reqs = [request(q, max_gen_toks=16) for q in QUESTIONS]
+    stock = HFLM(pretrained=tiny_model_dir, device="cpu", batch_size=3)
+    assert lm.generate_until(reqs) == stock.generate_until(reqs)
+
+
+def test_search_is_deterministic_and_independent_of_limit_and_order(configure):
+    lm = configure()
+    a, b, c = (request(q) for q in QUESTIONS)
+    first = lm.generate_until([a, b, c])
+    assert lm.generate_until([a, b, c]) == first
+    assert lm.generate_until([c, a]) == [first[2], first[0]]
+    moved = request(QUESTIONS[1], doc_id=41)  # a different doc_id (another --limit/shard)
+    assert lm.generate_until([moved]) == [first[1]]
+
+
+def test_seed_changes_the_search(configure):
+    reqs = [request(q) for q in QUESTIONS]
+    one = configure(seed=1).generate_until(reqs)
+    two = configure(seed=2).generate_until(reqs)
+    assert one != two
+
+
+def test_repeats_share_one_search_best_first(configure, tmp_path):
+    lm = configure(trace_path=str(tmp_path / "t.jsonl"))
+    reqs = [request(QUESTIONS[0], repeats=3)] * 3
+    out = lm.generate_until(reqs)
+    records = read_trace(tmp_path / "t.jsonl")
+    assert len(records) == 1  # one search for the three repeats
+    rec = records[0]
+    ranked = sorted(rec["candidates"], key=lambda c: (-c["reward"], -c["r_coherence"]))
+    assert out == [c["text"] for c in ranked[:3]]
+    assert rec["candidates"][rec["chosen"]]["text"] == out[0]
+
+
+def test_trace_and_model_info_record_the_search(configure, tmp_path):
+    lm = configure(trace_path=str(tmp_path / "t.jsonl"))
+    lm.generate_until([request(q) for q in QUESTIONS[:2]])
+    records = read_trace(tmp_path / "t.jsonl")
+    assert len(records) == 2
+    for rec in records:
+        assert rec["strategy"] == "softreason" and rec["rounds"] >= 1
+        assert len(rec["candidates"]) >= 3 and len(rec["verifier_answers"]) >= 1
+        assert {"text", "answer", "r_verifier", "r_coherence", "reward", "round", "tokens"} \
+            <= set(rec["candidates"][0])
+        assert rec["tokens_generated"] > 0 and rec["tokens_prefilled"] > 0
+        assert rec["wall_time_s"] >= 0
+    info = lm.get_model_info()
+    assert info["softreason"]["mode"] == "softreason" and info["softreason"]["proj_dim"] == 8
+    stats = info["softreason_stats"]
+    assert stats["questions"] == 2
+    assert stats["tokens_generated"] == sum(r["tokens_generated"] for r in records)
+
+
+def test_pluggable_verifier_by_import_path_never_sees_gold(configure):
+    plugins.CALLS.clear()
+    lm = configure(verifier="tests.plugins:always_first", coherence="none")
+    out = lm.generate_until([request(QUESTIONS[0], max_gen_toks=10)])
+    assert plugins.CALLS, "custom verifier was not called"
+    shown = plugins.CALLS[0]
+    assert shown.question == QUESTIONS[0] and "secret gold" not in json.dumps(shown.__dict__)
+    # Only the first candidate of each round is rewarded and coherence is off: it must win.
+    assert out == [shown.candidates[0]]
+
+
+def test_pluggable_callables_from_python(tiny_model_dir):
+    seen = []
+
+    def verifier(req):
+        seen.append(len(req.candidates))
+        return [0.0] * len(req.candidates)
+
+    lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", verifier=verifier,
+                      coherence=plugins.length_coherence, **FAST)
+    out = lm.generate_until([request(QUESTIONS[1])])
+    assert seen == [3, 2] or seen == [3]
+    assert lm.get_model_info()["softreason"]["coherence"].endswith("length_coherence")
+    assert isinstance(out[0], str)
+
+
+@pytest.mark.parametrize("mode", ["sample", "fire", "cot_decoding"])
+def test_baseline_modes_run_and_count_tokens(configure, mode):
+    lm = configure(mode=mode, n_samples=3, top_k=3)
+    out = lm.generate_until([request(q) for q in QUESTIONS[:2]])
+    stats = lm.get_model_info()["softreason_stats"]
+    assert len(out) == 2 and stats["questions"] == 2
+    assert stats["candidates"] == 6 and stats["tokens_generated"] > 12
+    assert stats["tokens_prefilled"] > 0
+
+
+def test_sample_mode_is_seeded(configure):
+    reqs = [request(QUESTIONS[0])]
+    assert configure(mode="sample", n_samples=3).generate_until(reqs) == \
+        configure(mode="sample", n_samples=3).generate_until(reqs)
