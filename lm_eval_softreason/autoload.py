@@ -13,6 +13,13 @@ import sys
 
 _CLI_NAMES = {"lm_eval", "lm-eval"}
 _installed = False
+_include_paths: list[str] = []
+
+
+def seen_include_paths() -> tuple[str, ...]:
+    """User ``--include_path`` folders passed to any TaskManager in this process, so answer
+    extraction can find tasks that live there."""
+    return tuple(_include_paths)
 
 
 def is_lm_eval_cli(argv: list[str] | None = None) -> bool:
@@ -59,6 +66,7 @@ def add_tasks_to_task_manager() -> None:
         )
         ours = tasks_dir()
         paths = [ours] + [p for p in extra if str(p) != ours]
+        _include_paths.extend(str(p) for p in paths[1:] if str(p) not in _include_paths)
         original_init(self, *args, include_path=paths, **kwargs)
 
     __init__._softreason_patched = True  # type: ignore[attr-defined]

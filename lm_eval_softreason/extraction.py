@@ -141,11 +141,12 @@ def _own_task_index() -> dict[str, Any]:
 
 
 @cache
-def _full_task_index() -> dict[str, Any]:
-    """Index of every task lm-eval knows (~13 s), built once per process and only if needed."""
+def _full_task_index(include_paths: tuple[str, ...]) -> dict[str, Any]:
+    """Index of every task lm-eval knows (~13 s), plus the ``--include_path`` folders this
+    process has passed to a TaskManager; built once per set of paths and only if needed."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager().task_index
+    return TaskManager(include_path=list(include_paths) or None).task_index
 
 
 def task_config(task_name: str) -> dict[str, Any]:
@@ -153,7 +154,10 @@ def task_config(task_name: str) -> dict[str, Any]:
     from lm_eval.tasks._index import Kind
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    entry = _own_task_index().get(task_name) or _full_task_index().get(task_name)
+    from lm_eval_softreason.autoload import seen_include_paths
+
+    entry = _own_task_index().get(task_name) or _full_task_index(
+        seen_include_paths()).get(task_name)
     if entry is None:
         raise ValueError(
             f"unknown task {task_name!r}: neither lm_eval_softreason's tasks nor lm-eval's task "
