@@ -24,7 +24,7 @@ INSTRUCTIONS = (
 )
 ANALYSIS_START = "Analysis: Let's think step by step."
 MAX_CANDIDATE_CHARS = 1500  # keep each candidate's tail: that is where answers are
-_ANSWER_RE = re.compile(r"answer\s*(?:is)?\s*[:：]\s*(.+)", re.IGNORECASE)
+_ANSWER_RE = re.compile(r"answer\s*(?:is)?\s*[:：]", re.IGNORECASE)
 _SENTINEL = "\u0000SOFTREASON\u0000"
 
 
@@ -134,7 +134,7 @@ class SelfVerifier:
         """The verifier's final answer: the text after its last 'Answer:', read with the
         task's own extraction filters; the line itself when those find nothing."""
         matches = list(_ANSWER_RE.finditer(analysis))
-        snippet = matches[-1].group(1).strip() if matches else analysis.strip()
+        snippet = (analysis[matches[-1].end():] if matches else analysis).strip()
         if not snippet:
             return None
         extracted = self.extractor_for(task_name)(snippet)
