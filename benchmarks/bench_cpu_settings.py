@@ -53,14 +53,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="OMP_WAIT_POLICY values; 'unset' runs without the variable")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 32; quick 8")
     p.add_argument("--prefill-tokens", type=int, default=None,
-                   help="prompt length for the prefill figure (default 600; quick 100)")
+                   help="prompt length for the prefill figure (default 300; quick 100)")
+    p.add_argument("--budget-s", type=float, default=10.0,
+                   help="time cap per decode measurement; slower settings stop early (their "
+                        "rate is still exact: rows x completed steps / time)")
     p.add_argument("--repeats", type=int, default=None, help="rounds over policies (default 2)")
     p.add_argument("--json", default=None, help="write all measurements to this JSON file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # model dir, in a child
     args = p.parse_args(argv)
     args.batches = args.batches or ("1,8" if args.quick else "1,8,32")
     args.max_new_tokens = args.max_new_tokens or (8 if args.quick else 32)
-    args.prefill_tokens = args.prefill_tokens or (100 if args.quick else 600)
+    args.prefill_tokens = args.prefill_tokens or (100 if args.quick else 300)
     args.repeats = args.repeats or (1 if args.quick else 2)
     if args.quick:
         args.model = None
@@ -93,6 +96,8 @@ def child(args: argparse.Namespace) -> None:
     long_ids = (filler * (args.prefill_tokens // len(filler) + 1))[:args.prefill_tokens]
 
     def decode_rate(model, n: int, max_new: int) -> float:  # type: ignore[no-untyped-def]
+        """Rows/s x forward steps: every decode step emits one token per row. A step that
+        starts after ``--budget-s`` aborts the decode, so a slow setting costs bounded time."""
         state = prefill(model, ids)
         table = model.get_input_embeddings().weight.detach()
         std = float(table.float().std(dim=0).mean())
@@ -101,10 +106,27 @@ def child(args: argparse.Namespace) -> None:
         rows = [DecodeRow(state, first_token=state.greedy_token, first_embed=space.to_vector(u))
                 for u in space.initial_points(n)]
         decoder = BatchDecoder(model, tok, eos_token_ids=[], max_batch=n)
+        steps = 0
+        forward = model.forward
         t = time.perf_counter()
-        res = decoder.decode(rows, [], max_new)
-        dt = time.perf_counter() - t
-        return sum(r.n_tokens for r in res) / dt
+        deadline = t + args.budget_s
+
+        def counted(*a, **kw):  # type: ignore[no-untyped-def]
+            nonlocal steps
+            if time.perf_counter() > deadline and steps >= 2:
+                raise OverBudget
+            out = forward(*a, **kw)
+            steps += 1
+            return out
+
+        model.forward = counted
+        try:
+            decoder.decode(rows, [], max_new)
+        except OverBudget:
+            pass
+        finally:
+            del model.forward  # back to the class's method
+        return n * steps / (time.perf_counter() - t)
 
     def prefill_rate(model) -> float:  # type: ignore[no-untyped-def]
         t = time.perf_counter()
@@ -127,7 +149,12 @@ def child(args: argparse.Namespace) -> None:
                 torch.set_num_threads(th)
                 emit(policy=policy, dtype=dtype, threads=th, kind="decode", batch=n,
                      tok_per_s=decode_rate(model, n, args.max_new_tokens))
-    emit(kind="info", parallel_info=torch.__config__.parallel_info())
+    emit(kind="info", parallel_info=torch.__config__.parallel_info(),
+         load_avg=[round(x, 2) for x in os.getloadavg()])
+
+
+class OverBudget(Exception):
+    """Raised inside a decode that ran past its time budget."""
 
 
 def emit(**record: object) -> None:
@@ -145,7 +172,7 @@ def run_child(path: str, policy: str, args: argparse.Namespace) -> list[dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", path,
            "--batches", args.batches, "--threads", args.threads, "--dtypes", args.dtypes,
            "--max-new-tokens", str(args.max_new_tokens),
-           "--prefill-tokens", str(args.prefill_tokens)]
+           "--prefill-tokens", str(args.prefill_tokens), "--budget-s", str(args.budget_s)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
@@ -162,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     records: list[dict] = []
     info = ""
+    loads: list[dict] = []
     with C.model_dir(args.model) as (path, label):
         for rep in range(args.repeats):
             order = policies if rep % 2 == 0 else policies[::-1]
@@ -170,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
                 got = run_child(path, policy, args)
                 for r in got:
                     r["repeat"] = rep
-                info = next((r["parallel_info"] for r in got if r["kind"] == "info"), info)
+                meta = next((r for r in got if r["kind"] == "info"), {})
+                info = meta.get("parallel_info", info)
+                loads.append({"repeat": rep, "policy": policy, "load_avg": meta.get("load_avg"),
+                              "wall_s": round(time.perf_counter() - t, 1)})
                 records += [r for r in got if r["kind"] != "info"]
-                print(f"# repeat {rep} OMP_WAIT_POLICY={policy}: {time.perf_counter() - t:.0f} s",
-                      file=sys.stderr)
+                print(f"# repeat {rep} OMP_WAIT_POLICY={policy}: {time.perf_counter() - t:.0f} s, "
+                      f"load avg after {meta.get('load_avg')}", file=sys.stderr)
 
     rates: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
@@ -228,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": machine, "model": label, "args": vars(args),
-                       "records": records, "parallel_info": info}, fh, indent=1)
+                       "records": records, "children": loads, "parallel_info": info}, fh, indent=1)
     return 0
 
 

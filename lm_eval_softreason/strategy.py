@@ -8,7 +8,7 @@ asks, a verifier verdict), and repeats until every question is done.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

@@ -67,3 +67,25 @@ def build_tiny_model(path: str, seed: int = 0) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    """A SoftReasonLM on the tiny model with small search settings (one per test module)."""
+    from lm_eval_softreason.model import SoftReasonLM
+    from tests.helpers import FAST
+
+    return SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=16, **FAST)
+
+
+@pytest.fixture
+def configure(lm):
+    """Reconfigure the module's ``lm`` for one test; restores the small defaults after."""
+    from tests.helpers import FAST
+
+    def _configure(**kwargs):
+        lm.configure(**{**FAST, **kwargs})
+        return lm
+
+    yield _configure
+    lm.configure(**FAST)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from lm_eval.api.instance import Instance
 
+# Small search settings that keep model tests to seconds on the tiny model.
+FAST = {"max_rounds": 1, "n_init": 3, "batch": 2, "proj_dim": 8, "verifier_max_tokens": 8}
+
 QUESTIONS = [
     "Q: There are 15 trees in the grove. How many trees did the workers plant today?\nA:",
     "Q: Leah had 32 chocolates and her sister had 42. If they ate 35, how many are left?\nA:",

@@ -12,24 +12,7 @@ from lm_eval_softreason.bayesopt import GPFitError
 from lm_eval_softreason.config import ConfigError
 from lm_eval_softreason.model import SoftReasonLM
 from lm_eval_softreason.trace import TraceWriter, read_trace
-from tests.helpers import QUESTIONS, request
-
-FAST = {"max_rounds": 1, "n_init": 3, "batch": 2, "proj_dim": 8, "verifier_max_tokens": 8}
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_model_dir):
-    return SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=16, **FAST)
-
-
-@pytest.fixture
-def configure(lm):
-    def _configure(**kwargs):
-        lm.configure(**{**FAST, **kwargs})
-        return lm
-
-    yield _configure
-    lm.configure(**FAST)
+from tests.helpers import FAST, QUESTIONS, request
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from lm_eval_softreason.extraction import get_answer_extractor
-from lm_eval_softreason.model import SoftReasonLM
 from lm_eval_softreason.objectives import VerifyRequest
 from lm_eval_softreason.verifier import INSTRUCTIONS, ChatFormat
 from tests.helpers import QUESTIONS, request
-
-
-@pytest.fixture(scope="module")
-def lm(tiny_model_dir):
-    return SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=16, max_rounds=1,
-                        n_init=3, batch=2, proj_dim=8, verifier_max_tokens=8)
 
 
 @pytest.mark.parametrize("analysis, task, expected", [
