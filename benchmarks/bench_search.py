@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: "
                    "torch's default)")
+    p.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE"], default=None,
+                   help="set OMP_WAIT_POLICY (re-executes this script with it: OpenMP reads it "
+                        "at start-up); default: leave the environment as it is")
     p.add_argument("--json", default=None, help="write every figure to this JSON file")
     p.add_argument("--verbose", action="store_true", help="show lm-eval / transformers logs")
     args = p.parse_args(argv)
@@ -374,6 +377,12 @@ def report(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.omp_wait_policy and os.environ.get("OMP_WAIT_POLICY") != args.omp_wait_policy:
+        if "torch" in sys.modules:
+            raise SystemExit("--omp-wait-policy needs a fresh process; set OMP_WAIT_POLICY")
+        env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy}
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+                  env)
     if not args.verbose:
         logging.disable(logging.WARNING)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

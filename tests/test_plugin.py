@@ -103,3 +103,21 @@ def test_bad_model_arg_through_cli_names_it(tiny_model_dir, data_dir, tmp_path):
               data_dir, tmp_path)
     assert out.returncode != 0
     assert "sigma=-2.0 is out of range; allowed: > 0" in out.stderr
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
+    """A normal (non-editable) install gets the .pth at site-packages' root and the tasks."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(tmp_path), str(root)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert "zz_lm_eval_softreason.pth" in names
+    assert "lm_eval_softreason/tasks/svamp/svamp.yaml" in names
+    assert "lm_eval_softreason/tasks/gsm8k/gsm8k.yaml" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
+    assert "[lm_eval.models]" in text and "softreason = lm_eval_softreason.model:SoftReasonLM" in text
