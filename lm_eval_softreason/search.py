@@ -45,9 +45,10 @@ class SoftReasonSearch(Strategy):
     def observe(self, gens: list[Generation]) -> None:
         for g in gens:
             g.round = self.round
-            g.r_coherence = float(self.ctx.coherence(g.logprobs))
-            if not math.isfinite(g.r_coherence) and self.ctx.cfg.w_coherence > 0:
-                raise ValueError(f"coherence returned {g.r_coherence}")
+            value = float(self.ctx.coherence(g.logprobs))
+            if not math.isfinite(value) and self.ctx.cfg.w_coherence > 0:
+                raise ValueError(f"coherence returned {value}")
+            g.r_coherence = _quantise(value)
         self.round_gens = gens
         self.record(gens)
         self.points.extend(self.pending)
@@ -73,7 +74,7 @@ class SoftReasonSearch(Strategy):
                 raise ValueError(f"verifier returned {r}")
             g.r_verifier = r
             coherence = g.r_coherence if cfg.w_coherence > 0 else 0.0
-            g.reward = cfg.w_verifier * r + cfg.w_coherence * (coherence or 0.0)
+            g.reward = _quantise(cfg.w_verifier * r + cfg.w_coherence * (coherence or 0.0))
         self.extra_votes.append(result.verifier_answer)
         self.counters.tokens_generated += result.tokens_generated
         self.counters.verifier_tokens += result.tokens_generated
@@ -119,3 +120,10 @@ class SoftReasonSearch(Strategy):
         out["verifier_answers"] = self.extra_votes
         out["expected_improvement"] = self.expected_improvement
         return out
+
+
+def _quantise(value: float) -> float:
+    """Round to 1e-4. Batches of different shapes change log-probs by ~1e-7; unrounded, that
+    noise would reach the GP and steer BO, so a question's result would depend on which other
+    questions shared its batches."""
+    return round(value, 4) if math.isfinite(value) else value
