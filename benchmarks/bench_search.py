@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="interleaved repetitions of (a) (default 3; quick 2)")
     p.add_argument("--search-repeats", type=int, default=1,
                    help="interleaved repetitions of the lock-step/sequential pair (d)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="bfloat16")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: "
                    "torch's default)")
     p.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE"], default=None,

@@ -11,6 +11,6 @@ if [ ! -f "$MODEL_DIR/config.json" ]; then
     PATH="$VENV/bin:$PATH" ../shared/assets/get-model qwen0.5b "$MODEL_DIR"
 fi
 "$VENV/bin/lm-eval-softreason" --model softreason \
-    --model_args "pretrained=$MODEL_DIR,dtype=${DTYPE:-bfloat16},trace_path=results/trace.jsonl${MODEL_ARGS:+,$MODEL_ARGS}" \
+    --model_args "pretrained=$MODEL_DIR,dtype=${DTYPE:-float32},trace_path=results/trace.jsonl${MODEL_ARGS:+,$MODEL_ARGS}" \
     --tasks "${TASKS:-svamp}" --limit "${LIMIT:-5}" --apply_chat_template \
     --batch_size "${BATCH_SIZE:-32}" --seed 1234 --output_path results/

@@ -73,14 +73,24 @@ def add_tasks_to_task_manager() -> None:
     TaskManager.__init__ = __init__  # type: ignore[method-assign]
 
 
+def cpu_defaults() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless the user chose: on 2 cores it decoded 1.3-2.6x faster
+    than the default in benchmarks/bench_cpu_settings.py (docs/performance.md). OpenMP reads it
+    once, when torch loads, so this must run before ``import torch``."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def install(force: bool = False) -> None:
     """Register the model and tasks; with ``force=False`` only inside the lm-eval CLI."""
     global _installed
-    if _installed or os.environ.get("LM_EVAL_SOFTREASON_AUTOLOAD", "1") == "0":
+    if _installed:
         return
-    if not force and not is_lm_eval_cli():
+    if not force and (os.environ.get("LM_EVAL_SOFTREASON_AUTOLOAD", "1") == "0"
+                      or not is_lm_eval_cli()):
         return
     try:
+        cpu_defaults()
         register_model()
         add_tasks_to_task_manager()
         _installed = True
