@@ -6,9 +6,11 @@ so its time adds directly to the wall time. This times it on synthetic data shap
 search (``--points`` observed points in ``--dim`` dimensions, rewards = verifier 0/1 + a
 coherence term in (0, 1), ``q`` = 5 proposals) for:
 
-  * ``current``: the package as it is, at the process's torch thread count;
-  * ``1 thread``: the same under ``torch.set_num_threads(1)`` (GP maths is tiny matrices,
-    where OpenMP fork/join costs more than it saves);
+  * ``current``: the package as it is (``propose`` switches torch to one thread itself when
+    the package has ``bayesopt._single_thread``);
+  * ``all threads``: the same with that guard replaced by a no-op, so the GP maths runs on
+    the process's torch thread count (tiny matrices, where OpenMP fork/join can cost more
+    than it saves, especially when another process holds a core);
   * cheaper acquisition optimisation (fewer restarts / raw samples / L-BFGS iterations),
     by overriding the module constants ``NUM_RESTARTS``, ``RAW_SAMPLES``, ``MAXITER``.
 
@@ -24,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -31,12 +34,12 @@ import time
 import _common as C
 
 VARIANTS = {
-    # name: (threads or None, NUM_RESTARTS, RAW_SAMPLES, MAXITER); None = package value
-    "current": (None, None, None, None),
-    "1 thread": (1, None, None, None),
-    "1 thread, maxiter 30": (1, None, None, 30),
-    "1 thread, 2 restarts, 64 raw": (1, 2, 64, None),
-    "1 thread, 2 restarts, 64 raw, maxiter 30": (1, 2, 64, 30),
+    # name: (all threads?, NUM_RESTARTS, RAW_SAMPLES, MAXITER); None = package value
+    "current": (False, None, None, None),
+    "all threads": (True, None, None, None),
+    "maxiter 30": (False, None, None, 30),
+    "2 restarts, 64 raw": (False, 2, 64, None),
+    "2 restarts, 64 raw, maxiter 30": (False, 2, 64, 30),
 }
 
 
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     defaults = (torch.get_num_threads(), bayesopt.NUM_RESTARTS, bayesopt.RAW_SAMPLES,
                 bayesopt.MAXITER)
+    guard = getattr(bayesopt, "_single_thread", None)
     bounds = torch.tensor([[-3.0] * args.dim, [3.0] * args.dim])
     times: dict[str, list[float]] = {k: [] for k in VARIANTS}
     rel_ei: dict[str, list[float]] = {k: [] for k in VARIANTS}
@@ -68,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         names = list(VARIANTS) if rep % 2 == 0 else list(VARIANTS)[::-1]
         ei = {}
         for name in names:
-            threads, restarts, raw, maxiter = VARIANTS[name]
-            torch.set_num_threads(threads or defaults[0])
+            all_threads, restarts, raw, maxiter = VARIANTS[name]
+            if guard is not None:
+                bayesopt._single_thread = contextlib.nullcontext if all_threads else guard
             bayesopt.NUM_RESTARTS = restarts or defaults[1]
             bayesopt.RAW_SAMPLES = raw or defaults[2]
             bayesopt.MAXITER = maxiter or defaults[3]
@@ -79,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             ei[name] = out.expected_improvement
         for name in VARIANTS:
             rel_ei[name].append(ei[name] / ei["current"] if ei["current"] > 0 else float("nan"))
-        torch.set_num_threads(defaults[0])
+        if guard is not None:
+            bayesopt._single_thread = guard
         (bayesopt.NUM_RESTARTS, bayesopt.RAW_SAMPLES, bayesopt.MAXITER) = defaults[1:]
 
     m = C.machine_info()
@@ -87,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
           f"default threads {defaults[0]}, OMP_WAIT_POLICY {m['omp_wait_policy']}, load avg "
           f"{m['load_avg_at_start']} / end {[round(v, 2) for v in os.getloadavg()]}; "
           f"{args.points} points, d={args.dim}, q={args.q}; package constants NUM_RESTARTS="
-          f"{defaults[1]}, RAW_SAMPLES={defaults[2]}, MAXITER={defaults[3]}; median of "
+          f"{defaults[1]}, RAW_SAMPLES={defaults[2]}, MAXITER={defaults[3]}, one-thread guard "
+          f"{'present' if guard is not None else 'absent'}; median of "
           f"{args.repeats} interleaved problems")
     base = C.median(times["current"])
     rows = [[name, f"{C.median(times[name]):.2f}", f"{base / C.median(times[name]):.1f}x",

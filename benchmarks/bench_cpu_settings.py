@@ -250,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"{med[('decode', *best, b)]:.1f}",
                           f"{med[('decode', *best, b)] / base:.2f}x" if base else "-"])
     overall = max(settings, key=lambda s: score[s])
+    default = score.get(("unset", "float32", max(threads)))
     best_rows.append(["all (geo. mean)", f"{overall[1]}, {overall[2]} threads, {overall[0]}",
-                      f"{score[overall]:.1f}", f"{score[overall] / score[('unset', 'float32', max(threads))]:.2f}x"
-                      if ("unset", "float32", max(threads)) in score else "-"])
+                      f"{score[overall]:.1f}",
+                      f"{score[overall] / default:.2f}x" if default else "-"])
     print(C.md_table(["best for", "setting", "decode tok/s",
                       f"vs float32, {max(threads)} threads, policy unset"], best_rows))
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -12,8 +12,8 @@ alike; ratios are what to read, absolute numbers move with the machine.
   b. prefill tokens per question, softreason vs greedy, counted where prompts are run through
      the model (``lm_eval_softreason.model.prefill`` / ``.verifier.prefill``). Goal for the
      candidate prompts: <= 1.1x greedy. Verifier prefill is reported separately.
-  c. share of softreason wall time in GP fitting + acquisition (``search.propose``, timed by
-     wrapping it). Goal: <= 3 %.
+  c. share of softreason wall time in GP fitting + acquisition (the runner's
+     ``_propose_round``, all questions' BO steps of a round, timed by wrapping it). Goal: <= 3 %.
   d. wall time per question: all questions in one ``generate_until`` call (lock-step) vs one
      call per question, same configuration.
   e. peak resident memory (RSS high-water mark) of each of the above.
@@ -37,8 +37,12 @@ import os
 import sys
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import _common as C
+
+if TYPE_CHECKING:
+    from lm_eval_softreason.model import SoftReasonLM
 
 C.set_offline_env()
 
@@ -47,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None,
-                   help="HF model folder (default: build the tests' tiny random model in a temp dir)")
+                   help="HF model folder (default: the tests' tiny random model, in a temp dir)")
     p.add_argument("--quick", action="store_true",
                    help="CI-sized run: tiny model, 3 questions, 16 tokens, 1 BO round (< 2 min)")
     p.add_argument("--questions", type=int, default=None, help="questions (default 4; quick 3)")
@@ -64,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sequences for the throughput comparison (a) (default: questions*n_init, "
                         "at most 32)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved repetitions of (a) (default 3; quick 2)")
+                   help="interleaved repetitions of (a) (default 3)")
     p.add_argument("--search-repeats", type=int, default=1,
                    help="interleaved repetitions of the lock-step/sequential pair (d)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
@@ -82,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.max_new_tokens = args.max_new_tokens or (16 if args.quick else 96)
     args.verifier_max_tokens = args.verifier_max_tokens or args.max_new_tokens
     args.max_rounds = 1 if args.max_rounds is None else args.max_rounds
-    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.repeats = args.repeats or 3
     args.seqs = args.seqs or min(32, args.questions * args.n_init)
     return args
 
@@ -124,7 +128,6 @@ class Probe:
     def install(self) -> None:
         import lm_eval_softreason.model as model_mod
         import lm_eval_softreason.runner as runner_mod
-        import lm_eval_softreason.search as search_mod
         import lm_eval_softreason.verifier as verifier_mod
 
         tokens = lambda state: state.prefilled_tokens  # noqa: E731
@@ -134,7 +137,9 @@ class Probe:
         verifier_mod.prefill = self._timed(
             lambda m, ids, prefix=None: "verifier_prefill" if prefix is not None
             else "verifier_prefix_prefill", verifier_mod.prefill, tokens)
-        search_mod.propose = self._timed("propose", search_mod.propose)
+        # all questions' BO steps of a round (in-process, or in bo_workers processes)
+        runner_mod.LockstepRunner._propose_round = self._timed(
+            "propose", runner_mod.LockstepRunner._propose_round)
         runner_mod.LockstepRunner._decode_round = self._timed(
             "candidate_round", runner_mod.LockstepRunner._decode_round)
         verifier_mod.SelfVerifier.verify_many = self._timed(
@@ -144,7 +149,7 @@ class Probe:
 # --- (a) decode throughput ----------------------------------------------------------------
 
 
-def ours_once(lm, prompt: str, n: int, max_new: int, seed: int) -> dict:  # type: ignore[no-untyped-def]
+def ours_once(lm: SoftReasonLM, prompt: str, n: int, max_new: int, seed: int) -> dict:
     import torch
 
     from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, prefill
@@ -172,7 +177,7 @@ def ours_once(lm, prompt: str, n: int, max_new: int, seed: int) -> dict:  # type
             "distinct_texts": len({tuple(r.tokens) for r in res})}
 
 
-def hf_once(lm, prompt: str, n: int, max_new: int, seed: int) -> dict:  # type: ignore[no-untyped-def]
+def hf_once(lm: SoftReasonLM, prompt: str, n: int, max_new: int, seed: int) -> dict:
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -208,7 +213,7 @@ def hf_once(lm, prompt: str, n: int, max_new: int, seed: int) -> dict:  # type: 
             "decode_tokens": produced - n}
 
 
-def bench_decode(lm, prompt: str, n: int, max_new: int, repeats: int) -> dict:  # type: ignore[no-untyped-def]
+def bench_decode(lm: SoftReasonLM, prompt: str, n: int, max_new: int, repeats: int) -> dict:
     # Warm up both paths once (allocator, kernels) with a few tokens, untimed.
     ours_once(lm, prompt, min(n, 2), 2, 0)
     hf_once(lm, prompt, min(n, 2), 2, 0)
@@ -252,7 +257,8 @@ def make_requests(prompts: list[str], task: str, max_new: int) -> list:
                      metadata=(task, i, 1)) for i, p in enumerate(prompts)]
 
 
-def run_search(lm, probe: Probe, requests: list, mode: str, per_question: bool) -> dict:  # type: ignore[no-untyped-def]
+def run_search(lm: SoftReasonLM, probe: Probe, requests: list, mode: str,
+               per_question: bool) -> dict:
     lm.sr_config = dataclasses.replace(lm.sr_config, mode=mode)
     before = dict(lm._stats)
     probe.reset()
@@ -272,7 +278,6 @@ def run_search(lm, probe: Probe, requests: list, mode: str, per_question: bool) 
 
 def breakdown(run: dict) -> dict:
     t = run["probe"]["time_s"]
-    # propose runs inside the verifier round (observe_verification -> next round).
     parts = {
         "prompt prefill": t.get("prompt_prefill", 0.0),
         "candidate decode + scoring": t.get("candidate_round", 0.0),
@@ -315,7 +320,7 @@ def report(res: dict) -> str:
         ["b. verifier instruction prefix (tok, once per model)", fmt(b["verifier_prefix"], 0),
          "", "", "(reported)", ""],
         ["c. GP fit + acquisition share of softreason wall", f"{fmt(gp['propose_s'], 2)} s",
-         f"wall: {fmt(gp['wall_s'], 1)} s, {gp['calls']} calls", f"{100 * gp['share']:.2f} %",
+         f"wall: {fmt(gp['wall_s'], 1)} s, {gp['calls']} BO rounds", f"{100 * gp['share']:.2f} %",
          "<= 3 %", verdict(gp["share"] <= 0.03)],
         ["d. wall per question, lock-step vs one call per question (s)",
          fmt(lock["wall_per_question_s"], 2),

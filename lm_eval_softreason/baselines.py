@@ -29,7 +29,8 @@ class _OneRound(Strategy):
 
 
 def _sample_first(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # on CPU: the seeded generator is a CPU one, whatever device the model is on
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
     return int(torch.multinomial(probs, 1, generator=gen))
 
 

@@ -68,6 +68,7 @@ class SoftReasonConfig:
     seed: int = 1234
     trace_path: str | None = None
     num_threads: int | None = None
+    bo_workers: int = 0
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +91,7 @@ class SoftReasonConfig:
         _check_int("seed", self.seed, None)
         if self.num_threads is not None:
             _check_int("num_threads", self.num_threads, 1)
+        _check_int("bo_workers", self.bo_workers, 0)
         for name in ("verifier", "coherence"):
             value = getattr(self, name)
             if not (callable(value) or (isinstance(value, str) and value)):
@@ -125,7 +127,7 @@ class SoftReasonConfig:
         """JSON-safe settings for results files and traces (callables shown by import path)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("explicit", "trace_path", "num_threads"):
+            if f.name in ("explicit", "trace_path", "num_threads", "bo_workers"):
                 continue
             value = getattr(self, f.name)
             out[f.name] = _callable_name(value) if callable(value) else value
@@ -150,7 +152,7 @@ _HFLM_ARGS = {
 _FLOATS = {"sigma", "epsilon", "ei_threshold", "w_verifier", "w_coherence", "temperature",
            "fire_temperature"}
 _INTS = {"proj_dim", "n_init", "batch", "max_rounds", "n_samples", "top_k",
-         "verifier_max_tokens", "seed", "num_threads"}
+         "verifier_max_tokens", "seed", "num_threads", "bo_workers"}
 
 
 def _coerce(name: str, value: Any) -> Any:

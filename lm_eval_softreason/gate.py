@@ -26,7 +26,7 @@ EXIT_CONFIG_MISMATCH = 3
 NON_RESULT_ARGS = frozenset({
     "batch_size", "max_batch_size", "device", "device_map", "parallelize", "max_memory_per_gpu",
     "max_cpu_memory", "offload_folder", "trust_remote_code", "num_threads",
-    "trace_path", "output_path", "cache_dir",
+    "bo_workers", "trace_path", "output_path", "cache_dir",
 })
 # The machine-specific subset of NON_RESULT_ARGS, removed from a baseline that gets committed.
 PATH_ARGS = frozenset({"trace_path", "output_path", "cache_dir", "offload_folder"})

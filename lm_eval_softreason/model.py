@@ -23,6 +23,7 @@ from lm_eval.models.utils import (
     postprocess_generated_text,
 )
 
+from lm_eval_softreason.bayesopt import Proposer
 from lm_eval_softreason.baselines import CotDecoding, Fire, SelfConsistency
 from lm_eval_softreason.config import SoftReasonConfig
 from lm_eval_softreason.decoding import BatchDecoder, prefill
@@ -116,6 +117,11 @@ class SoftReasonLM(HFLM):
         self._verifier = None
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        old = getattr(self, "_proposer", None)
+        if old is None or old.workers != cfg.bo_workers:
+            if old is not None:
+                old.close()
+            self._proposer = Proposer(cfg.bo_workers)
 
     # --- lm-eval hooks ----------------------------------------------------------------------
 
@@ -160,6 +166,7 @@ class SoftReasonLM(HFLM):
         runner = LockstepRunner(
             self.decoder, self.verifier if self.sr_config.mode == "softreason" else None,
             self._to_text, self._token_spans, disable_tqdm=disable_tqdm or self.rank != 0,
+            proposer=self._proposer,
         )
         runner.run(strategies, desc=f"softreason[{self.sr_config.mode}]")
         final = iter(self._fall_back(strategies, runner))

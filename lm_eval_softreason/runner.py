@@ -2,8 +2,9 @@
 
 Each round, the rows of every active question are decoded together (grouped only by stop
 strings and token budget), then one batched verifier call covers every question that needs
-one. Questions that stop early simply contribute no rows. A failure is contained to the
-question that caused it: that question falls back to greedy, the others carry on.
+one, then the questions' BO steps run together (in worker processes if ``bo_workers`` is set).
+Questions that stop early simply contribute no rows. A failure is contained to the question
+that caused it: that question falls back to greedy, the others carry on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from lm_eval_softreason.bayesopt import Proposer
 from lm_eval_softreason.decoding import BatchDecoder, DecodeResult, DecodeRow
 from lm_eval_softreason.objectives import BatchVerifier, VerifyRequest
 from lm_eval_softreason.selection import Generation
@@ -32,8 +34,10 @@ class LockstepRunner:
         to_text: TextFn,
         token_spans: Callable[[list[int]], list[tuple[int, int]]],
         disable_tqdm: bool = False,
+        proposer: Proposer | None = None,
     ) -> None:
         self.decoder = decoder
+        self.proposer = proposer or Proposer()
         self.verifier = verifier
         self.to_text = to_text
         self.token_spans = token_spans
@@ -51,6 +55,7 @@ class LockstepRunner:
                 break
             self._decode_round(active)
             self._verify_round([s for s in active if not s.done])
+            self._propose_round([s for s in active if not s.done])
             round_no += 1
             now_done = sum(s.done for s in strategies)
             bar.set_postfix(round=round_no, active=len(strategies) - now_done,
@@ -139,6 +144,26 @@ class LockstepRunner:
             for item in asking:
                 out.extend(self._verify_isolated([item]))
             return out
+
+    def _propose_round(self, active: Sequence[Strategy]) -> None:
+        asking = []
+        for s in active:
+            req = s.proposal_request()
+            if req is not None:
+                asking.append((s, req))
+        if not asking:
+            return
+        try:
+            results = self.proposer.map([req for _, req in asking])
+        except Exception as exc:
+            for s, _ in asking:
+                _fail(s, "proposing the next points", exc)
+            return
+        for (s, _), result in zip(asking, results):
+            try:
+                s.observe_proposal(result)
+            except Exception as exc:
+                _fail(s, "applying the BO proposal", exc)
 
 
 def _fail(s: Strategy, stage: str, exc: BaseException) -> None:

@@ -1,7 +1,8 @@
 """Soft Reasoning's per-question search: perturb the first token, verify, refine with BO.
 
 Round 0 decodes ``n_init`` points of the initial design; each later round fits a GP to
-(point, objective) and decodes the ``batch`` points qLogEI proposes (or random points for the
+(point, objective) (the runner runs all questions' fits together, see :meth:`proposal_request`)
+and decodes the ``batch`` points qLogEI proposes (or random points for the
 ``search=random`` ablation), until the round's best objective improves the best so far by less
 than ``epsilon``, the expected improvement drops below ``ei_threshold``, or ``max_rounds``
 BO rounds have run.
@@ -13,7 +14,7 @@ import math
 
 import torch
 
-from lm_eval_softreason.bayesopt import GPFitError, propose
+from lm_eval_softreason.bayesopt import GPFitError, Proposal, ProposalRequest
 from lm_eval_softreason.decoding import DecodeRow
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
 from lm_eval_softreason.perturbation import EmbeddingSpace
@@ -36,6 +37,7 @@ class SoftReasonSearch(Strategy):
         self.best_so_far = -math.inf
         self.round_gens: list[Generation] = []
         self.expected_improvement: list[float] = []
+        self.request: ProposalRequest | None = None
 
     def rows(self) -> list[DecodeRow]:
         first = self.first_token if self.ctx.cfg.inject == "perturb" else None
@@ -100,13 +102,21 @@ class SoftReasonSearch(Strategy):
         if cfg.search == "random":
             self.pending = self.space.random_points(cfg.batch)
             return None
-        try:
-            proposal = propose(torch.stack(self.points), rewards, self.space.bounds, cfg.batch,
-                               seed=(self.ctx.seed + self.round) % (2**31))
-        except GPFitError as exc:
-            return self.fail(str(exc))
+        self.request = ProposalRequest(
+            torch.stack(self.points), rewards, self.space.bounds, cfg.batch,
+            seed=(self.ctx.seed + self.round) % (2**31),
+        )
+        return None
+
+    def proposal_request(self) -> ProposalRequest | None:
+        return self.request
+
+    def observe_proposal(self, proposal: Proposal | GPFitError) -> None:
+        self.request = None
+        if isinstance(proposal, GPFitError):
+            return self.fail(str(proposal))
         self.expected_improvement.append(proposal.expected_improvement)
-        if proposal.expected_improvement < cfg.ei_threshold:
+        if proposal.expected_improvement < self.ctx.cfg.ei_threshold:
             self.round -= 1
             return self.finish("ei_below_threshold")
         self.pending = proposal.points

@@ -2,14 +2,14 @@
 
 A strategy is a small state machine: the lock-step runner asks every active question for rows
 to decode, decodes all of them as shared batches, hands each question its results (and, if it
-asks, a verifier verdict), and repeats until every question is done.
+asks, a verifier verdict and then a BO proposal), and repeats until every question is done.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -17,6 +17,9 @@ from lm_eval_softreason.config import SoftReasonConfig
 from lm_eval_softreason.decoding import DecodeRow, PromptState
 from lm_eval_softreason.objectives import CoherenceFn, VerifyRequest, VerifyResult
 from lm_eval_softreason.selection import Generation
+
+if TYPE_CHECKING:  # botorch is a slow import that greedy-only runs never need
+    from lm_eval_softreason.bayesopt import GPFitError, Proposal, ProposalRequest
 
 
 @dataclass
@@ -76,6 +79,13 @@ class Strategy:
         return None
 
     def observe_verification(self, result: VerifyResult) -> None:
+        raise NotImplementedError
+
+    def proposal_request(self) -> ProposalRequest | None:
+        """A BO step to run before the next round (the runner batches them), or None."""
+        return None
+
+    def observe_proposal(self, proposal: Proposal | GPFitError) -> None:
         raise NotImplementedError
 
     def ranked(self) -> list[Generation]:

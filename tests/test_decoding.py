@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, prefill
+from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, _sample_inverse_cdf, prefill
 from tests.helpers import QUESTIONS
 
 
@@ -102,3 +102,31 @@ def test_oom_halves_the_batch_instead_of_failing(model_and_tok, monkeypatch, cap
     out = dec.decode([DecodeRow(s, first_token=s.greedy_token)] * 6, [], 4)
     assert len(out) == 6 and dec.max_batch == 2
     assert "batch size lowered to 2" in caplog.text
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0, float("-inf")]]).repeat(20000, 1)
+    uniform = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    picked = _sample_inverse_cdf(logits, uniform)
+    freq = torch.bincount(picked, minlength=4).double() / len(picked)
+    expected = torch.softmax(logits[0].double(), -1)
+    assert torch.allclose(freq, expected, atol=0.01), (freq, expected)
+    assert freq[3] == 0
+    edge = _sample_inverse_cdf(logits[:2], torch.tensor([0.0, 1.0 - 1e-16], dtype=torch.float64))
+    assert edge.tolist() == [0, 2]  # u = 0 takes the first token; u -> 1 never a 0-prob one
+
+
+def test_sampled_rows_identical_batched_or_alone(model_and_tok):
+    model, tok = model_and_tok
+    dec = BatchDecoder(model, tok, eos_token_ids=[], max_batch=8)
+    states = [prefill(model, tok.encode(q)) for q in QUESTIONS]
+
+    def rows():
+        out = [DecodeRow(s, first_token=s.greedy_token, temperature=0.9,
+                         generator=torch.Generator().manual_seed(i)) for i, s in enumerate(states)]
+        return out + [DecodeRow(states[0], first_token=states[0].greedy_token)]
+
+    together = [r.tokens for r in dec.decode(rows(), until=[], max_new_tokens=12)]
+    alone = [dec.decode([r], until=[], max_new_tokens=12)[0].tokens for r in rows()]
+    assert together == alone
+    assert together[0] != together[-1]  # the sampled row left the greedy path

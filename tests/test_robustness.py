@@ -7,7 +7,7 @@ import math
 import pytest
 from lm_eval.api.model import CachingLM
 
-from lm_eval_softreason import search
+from lm_eval_softreason import bayesopt
 from lm_eval_softreason.bayesopt import GPFitError
 from lm_eval_softreason.config import ConfigError
 from lm_eval_softreason.model import SoftReasonLM
@@ -65,7 +65,7 @@ def test_gp_failure_falls_back_and_is_counted(configure, greedy_out, search_out,
     def broken(*args, **kwargs):
         raise GPFitError("GP fit failed: singular")
 
-    monkeypatch.setattr(search, "propose", broken)
+    monkeypatch.setattr(bayesopt, "propose", broken)
     lm = configure()
     out = lm.generate_until([request(q) for q in QUESTIONS])
     stats = lm.get_model_info()["softreason_stats"]

@@ -1,0 +1,145 @@
+"""Why did softreason win or lose? Diagnostics from a ``compare.py`` results folder's traces.
+
+    python examples/diagnose.py --out results/qwen0.5b --task svamp [--strategy softreason]
+
+For every question of the cell it joins the trace (all candidates, their verifier and coherence
+rewards, the verifier's own answers) with lm-eval's per-sample file (the gold answer) and prints:
+
+* accuracy of the returned answer, and the oracle: how often *some* candidate was right;
+* what other selection rules would have scored on the same candidates (majority vote, vote with
+  the verifier's answers, first candidate = least perturbed);
+* candidate diversity: distinct texts and distinct answers per question;
+* the verifier: how often its own answer is gold, and P(candidate right | verifier agreed) vs
+  P(candidate right | it did not) against the base rate of right candidates;
+* rounds and stop reasons; and, if the folder has a greedy cell, wins/losses against greedy.
+
+Gold answers are compared with the package's ``answers_match`` (numbers within 1e-6), the rule
+the verifier and the votes use; the headline accuracy is lm-eval's own flexible-extract score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from lm_eval_softreason.answers import answers_match
+from lm_eval_softreason.selection import majority
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def flexible_samples(path: Path) -> dict[str, dict[str, Any]]:
+    """lm-eval's flexible-extract rows, keyed by prompt hash."""
+    rows = [r for r in read_jsonl(path) if r.get("filter") == "flexible-extract"]
+    return {r["prompt_hash"]: r for r in rows}
+
+
+def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
+    """One record per question: its trace line plus gold and lm-eval's score."""
+    cells = out / "cells"
+    samples = flexible_samples(cells / f"{task}__{strategy}.samples.jsonl")
+    joined = []
+    for t in read_jsonl(cells / f"{task}__{strategy}.trace.jsonl"):
+        match = [s for h, s in samples.items() if h.startswith(t["prompt_sha"])]
+        if len(match) != 1:
+            raise SystemExit(f"trace line {t['prompt_sha']} matches {len(match)} samples")
+        s = match[0]
+        joined.append({**t, "gold": str(s["target"]), "score": float(s["exact_match"])})
+    return joined
+
+
+def pct(num: float, den: float) -> str:
+    return f"{num}/{den} = {100 * num / den:.1f}%" if den else "n/a"
+
+
+def diagnose(records: list[dict[str, Any]], greedy: dict[str, float] | None) -> list[str]:
+    n = len(records)
+    lines = [f"questions: {n}"]
+    right = sum(r["score"] for r in records)
+    lines.append(f"returned answer right (lm-eval flexible-extract): {pct(right, n)}")
+
+    def any_right(r):
+        return any(answers_match(c["answer"], r["gold"]) for c in r["candidates"])
+
+    oracle = sum(any_right(r) for r in records)
+    lines.append(f"oracle (some candidate right): {pct(oracle, n)}")
+    vote = sum(answers_match(majority([c["answer"] for c in r["candidates"]]), r["gold"])
+               for r in records)
+    lines.append(f"majority vote over candidates would score: {pct(vote, n)}")
+    vote_v = sum(answers_match(majority([c["answer"] for c in r["candidates"]]
+                                        + r.get("verifier_answers", [])), r["gold"])
+                 for r in records)
+    lines.append(f"vote over candidates + verifier answers: {pct(vote_v, n)}")
+    first = sum(answers_match(r["candidates"][0]["answer"], r["gold"])
+                for r in records if r["candidates"])
+    lines.append(f"first candidate of round 0 would score: {pct(first, n)}")
+
+    texts = [len({c["text"] for c in r["candidates"]}) for r in records]
+    answers = [len({c["answer"] for c in r["candidates"]}) for r in records]
+    cands = [len(r["candidates"]) for r in records]
+    lines.append(f"candidates/question: mean {sum(cands) / n:.1f}; distinct texts mean "
+                 f"{sum(texts) / n:.1f}; distinct answers mean {sum(answers) / n:.2f}; "
+                 f"questions with a single answer across all candidates: "
+                 f"{sum(a == 1 for a in answers)}")
+
+    v_answers = [(a, r["gold"]) for r in records for a in r.get("verifier_answers", [])]
+    if v_answers:
+        v_right = sum(answers_match(a, g) for a, g in v_answers)
+        lines.append(f"verifier's own answer right: {pct(v_right, len(v_answers))} of "
+                     f"verifier calls")
+    scored = [(c["r_verifier"], answers_match(c["answer"], r["gold"]))
+              for r in records for c in r["candidates"] if c.get("r_verifier") is not None]
+    if scored:
+        base = sum(ok for _, ok in scored)
+        agreed = [ok for v, ok in scored if v >= 0.5]
+        rejected = [ok for v, ok in scored if v < 0.5]
+        lines.append(f"candidates right (base rate): {pct(base, len(scored))}")
+        lines.append(f"P(right | verifier agreed): {pct(sum(agreed), len(agreed))}; "
+                     f"P(right | verifier disagreed): {pct(sum(rejected), len(rejected))}")
+        mixed = [r for r in records
+                 if len({answers_match(c["answer"], r["gold"]) for c in r["candidates"]}) == 2]
+        picked = sum(r["score"] for r in mixed)
+        lines.append(f"questions with both right and wrong candidates: {len(mixed)}; "
+                     f"the returned answer was right in {pct(picked, len(mixed))}")
+
+    rounds = Counter(r["rounds"] for r in records)
+    stops = Counter(r["stop_reason"] for r in records)
+    lines.append(f"rounds: {dict(sorted(rounds.items()))}; stop reasons: {dict(stops)}; "
+                 f"fallbacks: {sum(r['fallback'] is not None for r in records)}")
+    if greedy is not None:
+        both = [(r["score"], greedy[r["prompt_sha"]]) for r in records
+                if r["prompt_sha"] in greedy]
+        wins = sum(s > g for s, g in both)
+        losses = sum(s < g for s, g in both)
+        lines.append(f"vs greedy on the same {len(both)} questions: {wins} won, {losses} lost, "
+                     f"{len(both) - wins - losses} tied")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="compare.py results folder")
+    p.add_argument("--task", required=True)
+    p.add_argument("--strategy", default="softreason")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    records = join(out, args.task, args.strategy)
+    greedy_file = out / "cells" / f"{args.task}__greedy.samples.jsonl"
+    greedy = None
+    if greedy_file.exists() and args.strategy != "greedy":
+        greedy = {h[:16]: float(s["exact_match"])
+                  for h, s in flexible_samples(greedy_file).items()}
+    print(f"## {args.task} / {args.strategy} ({out})\n")
+    for line in diagnose(records, greedy):
+        print(f"- {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
