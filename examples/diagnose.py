@@ -11,7 +11,9 @@ rewards, the verifier's own answers) with lm-eval's per-sample file (the gold an
 * candidate diversity: distinct texts and distinct answers per question;
 * the verifier: how often its own answer is gold, and P(candidate right | verifier agreed) vs
   P(candidate right | it did not) against the base rate of right candidates;
-* rounds and stop reasons; and, if the folder has a greedy cell, wins/losses against greedy.
+* rounds and stop reasons; and, question by question, wins/losses against the folder's greedy
+  cell and any cell named with ``--versus FOLDER:STRATEGY`` (e.g. self-consistency run
+  elsewhere), on the questions both answered.
 
 Gold answers are compared with the package's ``answers_match`` (numbers within 1e-6), the rule
 the verifier and the votes use; the headline accuracy is lm-eval's own flexible-extract score.
@@ -58,7 +60,17 @@ def pct(num: float, den: float) -> str:
     return f"{num}/{den} = {100 * num / den:.1f}%" if den else "n/a"
 
 
-def diagnose(records: list[dict[str, Any]], greedy: dict[str, float] | None) -> list[str]:
+def versus(records: list[dict[str, Any]], name: str, other: dict[str, float]) -> str:
+    """Head to head with another cell on the questions both answered (same prompts)."""
+    both = [(r["score"], other[r["prompt_sha"]]) for r in records if r["prompt_sha"] in other]
+    wins = sum(s > o for s, o in both)
+    losses = sum(s < o for s, o in both)
+    mine, theirs = sum(s for s, _ in both), sum(o for _, o in both)
+    return (f"vs {name} on the same {len(both)} questions: {mine:g} vs {theirs:g} right; "
+            f"{wins} won, {losses} lost, {len(both) - wins - losses} tied")
+
+
+def diagnose(records: list[dict[str, Any]]) -> list[str]:
     n = len(records)
     lines = [f"questions: {n}"]
     right = sum(r["score"] for r in records)
@@ -112,13 +124,6 @@ def diagnose(records: list[dict[str, Any]], greedy: dict[str, float] | None) -> 
     stops = Counter(r["stop_reason"] for r in records)
     lines.append(f"rounds: {dict(sorted(rounds.items()))}; stop reasons: {dict(stops)}; "
                  f"fallbacks: {sum(r['fallback'] is not None for r in records)}")
-    if greedy is not None:
-        both = [(r["score"], greedy[r["prompt_sha"]]) for r in records
-                if r["prompt_sha"] in greedy]
-        wins = sum(s > g for s, g in both)
-        losses = sum(s < g for s, g in both)
-        lines.append(f"vs greedy on the same {len(both)} questions: {wins} won, {losses} lost, "
-                     f"{len(both) - wins - losses} tied")
     return lines
 
 
@@ -127,16 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="compare.py results folder")
     p.add_argument("--task", required=True)
     p.add_argument("--strategy", default="softreason")
+    p.add_argument("--versus", action="append", default=[], metavar="FOLDER:STRATEGY",
+                   help="also compare question by question with that cell of another results "
+                        "folder (repeatable); the folder's own greedy cell is always compared")
     args = p.parse_args(argv)
     out = Path(args.out)
     records = join(out, args.task, args.strategy)
-    greedy_file = out / "cells" / f"{args.task}__greedy.samples.jsonl"
-    greedy = None
-    if greedy_file.exists() and args.strategy != "greedy":
-        greedy = {h[:16]: float(s["exact_match"])
-                  for h, s in flexible_samples(greedy_file).items()}
+    others = [(out, "greedy")] if args.strategy != "greedy" else []
+    for spec in args.versus:
+        folder, _, strategy = spec.rpartition(":")
+        if not folder or not strategy:
+            raise SystemExit(f"--versus {spec!r}: expected FOLDER:STRATEGY")
+        others.append((Path(folder), strategy))
     print(f"## {args.task} / {args.strategy} ({out})\n")
-    for line in diagnose(records, greedy):
+    lines = diagnose(records)
+    for folder, strategy in others:
+        samples = folder / "cells" / f"{args.task}__{strategy}.samples.jsonl"
+        if samples.exists():
+            scores = {h[:16]: float(s["exact_match"]) for h, s in flexible_samples(samples).items()}
+            lines.append(versus(records, f"{strategy} ({folder})", scores))
+        elif (folder, strategy) != (out, "greedy"):
+            raise SystemExit(f"no {samples}")
+    for line in lines:
         print(f"- {line}")
     return 0
 

@@ -52,8 +52,7 @@ def test_figures_of_a_known_folder(tmp_path):
     records = diag.join(tmp_path, "svamp", "softreason")
     greedy_scores = {h[:16]: float(s["exact_match"]) for h, s in diag.flexible_samples(
         tmp_path / "cells" / "svamp__greedy.samples.jsonl").items()}
-    lines = diag.diagnose(records, greedy_scores)
-    text = "\n".join(lines)
+    text = "\n".join(diag.diagnose(records) + [diag.versus(records, "greedy", greedy_scores)])
     assert "returned answer right (lm-eval flexible-extract): 1.0/2 = 50.0%" in text
     assert "oracle (some candidate right): 2/2 = 100.0%" in text
     assert "majority vote over candidates would score: 2/2 = 100.0%" in text
@@ -62,4 +61,19 @@ def test_figures_of_a_known_folder(tmp_path):
     assert "candidates right (base rate): 5/6 = 83.3%" in text
     assert "P(right | verifier agreed): 3/4 = 75.0%; P(right | verifier disagreed): 2/2" in text
     assert "questions with both right and wrong candidates: 1" in text
-    assert "vs greedy on the same 2 questions: 0 won, 1 lost, 1 tied" in text
+    assert "vs greedy on the same 2 questions: 1 vs 2 right; 0 won, 1 lost, 1 tied" in text
+
+
+def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
+    diag = _load()
+    mine = [{"sha": c * 16, "gold": "1", "score": score, "verifier": [], "cands": [_cand("1", 1.0)]}
+            for c, score in (("a", 1.0), ("b", 0.0), ("c", 0.0))]
+    # the other folder answered only two of the three questions, and both right
+    theirs = [{"sha": c * 16, "gold": "1", "score": 1.0, "verifier": [], "cands": []}
+              for c in ("b", "c")]
+    _write(tmp_path / "gpu", "softreason", mine)
+    _write(tmp_path / "cpu", "sc", theirs)
+    assert diag.main(["--out", str(tmp_path / "gpu"), "--task", "svamp",
+                      "--versus", f"{tmp_path / 'cpu'}:sc"]) == 0
+    out = capsys.readouterr().out
+    assert "on the same 2 questions: 0 vs 2 right; 0 won, 2 lost, 0 tied" in out
