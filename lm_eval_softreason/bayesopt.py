@@ -97,15 +97,12 @@ class ProposalRequest:
     seed: int
 
 
-def _run(req: ProposalRequest) -> Proposal | GPFitError:
+def _run(req: ProposalRequest) -> Proposal | Exception:
+    """One step; its exception is returned, not raised, so it stays with its own question."""
     try:
         return propose(req.train_x, req.train_y, req.bounds, req.q, req.seed)
-    except GPFitError as exc:
+    except Exception as exc:
         return exc
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 class Proposer:
@@ -113,21 +110,20 @@ class Proposer:
 
     ``workers`` <= 1 runs them here one after another. More starts that many processes (spawned
     once, on first use, reused for the whole run): each step is single-threaded and seeded, so
-    the results are identical either way. If the pool breaks, the round is redone in-process.
+    the results are identical either way. A step's exception (e.g. :class:`GPFitError`) comes
+    back as its result. If the pool breaks, the round is redone in-process.
     """
 
     def __init__(self, workers: int = 0) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def map(self, requests: Sequence[ProposalRequest]) -> list[Proposal | GPFitError]:
+    def map(self, requests: Sequence[ProposalRequest]) -> list[Proposal | Exception]:
         if self.workers <= 1 or len(requests) <= 1:
             return [_run(r) for r in requests]
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-            )
+                self.workers, mp_context=multiprocessing.get_context("spawn"))
         try:
             return list(self._pool.map(_run, requests))
         except BrokenProcessPool as exc:

@@ -155,15 +155,18 @@ class LockstepRunner:
             return
         try:
             results = self.proposer.map([req for _, req in asking])
-        except Exception as exc:
+        except Exception as exc:  # the pool itself failed, not one question's step
             for s, _ in asking:
                 _fail(s, "proposing the next points", exc)
             return
         for (s, _), result in zip(asking, results):
-            try:
-                s.observe_proposal(result)
-            except Exception as exc:
-                _fail(s, "applying the BO proposal", exc)
+            if isinstance(result, Exception):  # e.g. GPFitError: this question falls back
+                _fail(s, "proposing the next points", result)
+            else:
+                try:
+                    s.observe_proposal(result)
+                except Exception as exc:
+                    _fail(s, "applying the BO proposal", exc)
 
 
 def _fail(s: Strategy, stage: str, exc: BaseException) -> None:

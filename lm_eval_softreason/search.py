@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from lm_eval_softreason.bayesopt import GPFitError, Proposal, ProposalRequest
+from lm_eval_softreason.bayesopt import Proposal, ProposalRequest
 from lm_eval_softreason.decoding import DecodeRow
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
 from lm_eval_softreason.perturbation import EmbeddingSpace
@@ -111,10 +111,8 @@ class SoftReasonSearch(Strategy):
     def proposal_request(self) -> ProposalRequest | None:
         return self.request
 
-    def observe_proposal(self, proposal: Proposal | GPFitError) -> None:
+    def observe_proposal(self, proposal: Proposal) -> None:
         self.request = None
-        if isinstance(proposal, GPFitError):
-            return self.fail(str(proposal))
         self.expected_improvement.append(proposal.expected_improvement)
         if proposal.expected_improvement < self.ctx.cfg.ei_threshold:
             self.round -= 1

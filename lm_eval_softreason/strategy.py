@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
+from lm_eval_softreason.bayesopt import Proposal, ProposalRequest
 from lm_eval_softreason.config import SoftReasonConfig
 from lm_eval_softreason.decoding import DecodeRow, PromptState
 from lm_eval_softreason.objectives import CoherenceFn, VerifyRequest, VerifyResult
 from lm_eval_softreason.selection import Generation
-
-if TYPE_CHECKING:  # botorch is a slow import that greedy-only runs never need
-    from lm_eval_softreason.bayesopt import GPFitError, Proposal, ProposalRequest
 
 
 @dataclass
@@ -85,7 +83,7 @@ class Strategy:
         """A BO step to run before the next round (the runner batches them), or None."""
         return None
 
-    def observe_proposal(self, proposal: Proposal | GPFitError) -> None:
+    def observe_proposal(self, proposal: Proposal) -> None:
         raise NotImplementedError
 
     def ranked(self) -> list[Generation]:

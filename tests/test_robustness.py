@@ -60,6 +60,28 @@ def test_failing_coherence_falls_back_to_greedy(configure, greedy_out, coherence
     assert lm.get_model_info()["softreason_stats"]["fallbacks"] == 3
 
 
+def test_a_failing_bo_step_affects_only_its_question(configure, search_out, monkeypatch,
+                                                     caplog):
+    real = bayesopt.propose
+    calls = []
+
+    def first_one_breaks(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bayesopt, "propose", first_one_breaks)
+    lm = configure()
+    out = lm.generate_until([request(q) for q in QUESTIONS])
+    assert len(calls) >= 2  # several questions asked for a BO step in the same round
+    stats = lm.get_model_info()["softreason_stats"]
+    assert stats["fallbacks"] == 1
+    assert stats["fallback_reasons"] == {"proposing the next points": 1}
+    assert "proposing the next points: RuntimeError: boom" in caplog.text
+    assert sum(o == s for o, s in zip(out, search_out)) >= len(QUESTIONS) - 1
+
+
 def test_gp_failure_falls_back_and_is_counted(configure, greedy_out, search_out, monkeypatch,
                                               caplog):
     def broken(*args, **kwargs):
