@@ -37,9 +37,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def flexible_samples(path: Path) -> dict[str, dict[str, Any]]:
-    """lm-eval's flexible-extract rows, keyed by prompt hash."""
+    """lm-eval's flexible-extract rows, keyed like the trace: the prompt hash's first 16 hex."""
     rows = [r for r in read_jsonl(path) if r.get("filter") == "flexible-extract"]
-    return {r["prompt_hash"]: r for r in rows}
+    return {r["prompt_hash"][:16]: r for r in rows}
 
 
 def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
@@ -48,10 +48,9 @@ def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
     samples = flexible_samples(cells / f"{task}__{strategy}.samples.jsonl")
     joined = []
     for t in read_jsonl(cells / f"{task}__{strategy}.trace.jsonl"):
-        match = [s for h, s in samples.items() if h.startswith(t["prompt_sha"])]
-        if len(match) != 1:
-            raise SystemExit(f"trace line {t['prompt_sha']} matches {len(match)} samples")
-        s = match[0]
+        s = samples.get(t["prompt_sha"])
+        if s is None:
+            raise SystemExit(f"trace line {t['prompt_sha']} matches no sample")
         joined.append({**t, "gold": str(s["target"]), "score": float(s["exact_match"])})
     return joined
 
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder, strategy in others:
         samples = folder / "cells" / f"{args.task}__{strategy}.samples.jsonl"
         if samples.exists():
-            scores = {h[:16]: float(s["exact_match"]) for h, s in flexible_samples(samples).items()}
+            scores = {h: float(s["exact_match"]) for h, s in flexible_samples(samples).items()}
             lines.append(versus(records, f"{strategy} ({folder})", scores))
         elif (folder, strategy) != (out, "greedy"):
             raise SystemExit(f"no {samples}")

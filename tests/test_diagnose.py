@@ -50,7 +50,7 @@ def test_figures_of_a_known_folder(tmp_path):
     _write(tmp_path, "softreason", sr)
     _write(tmp_path, "greedy", greedy)
     records = diag.join(tmp_path, "svamp", "softreason")
-    greedy_scores = {h[:16]: float(s["exact_match"]) for h, s in diag.flexible_samples(
+    greedy_scores = {h: float(s["exact_match"]) for h, s in diag.flexible_samples(
         tmp_path / "cells" / "svamp__greedy.samples.jsonl").items()}
     text = "\n".join(diag.diagnose(records) + [diag.versus(records, "greedy", greedy_scores)])
     assert "returned answer right (lm-eval flexible-extract): 1.0/2 = 50.0%" in text
