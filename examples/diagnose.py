@@ -42,6 +42,13 @@ def flexible_samples(path: Path) -> dict[str, dict[str, Any]]:
     return {r["prompt_hash"][:16]: r for r in rows}
 
 
+def gold_answer(target: Any) -> str:
+    """The gold final answer of lm-eval's target: GSM8K targets are whole solutions ending
+    "#### N" (lm-eval strips up to "#### " before scoring), SVAMP's are the number itself."""
+    text = str(target)
+    return text.rsplit("####", 1)[1].strip() if "####" in text else text
+
+
 def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
     """One record per question: its trace line plus gold and lm-eval's score."""
     cells = out / "cells"
@@ -51,7 +58,7 @@ def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
         s = samples.get(t["prompt_sha"])
         if s is None:
             raise SystemExit(f"trace line {t['prompt_sha']} matches no sample")
-        joined.append({**t, "gold": str(s["target"]), "score": float(s["exact_match"])})
+        joined.append({**t, "gold": gold_answer(s["target"]), "score": float(s["exact_match"])})
     return joined
 
 
@@ -99,20 +106,25 @@ def diagnose(records: list[dict[str, Any]]) -> list[str]:
                  f"questions with a single answer across all candidates: "
                  f"{sum(a == 1 for a in answers)}")
 
-    v_answers = [(a, r["gold"]) for r in records for a in r.get("verifier_answers", [])]
+    # verifier=none records None answers and r_verifier 0: no verifier figures for such cells
+    v_answers = [(a, r["gold"]) for r in records for a in r.get("verifier_answers", [])
+                 if a is not None]
     if v_answers:
         v_right = sum(answers_match(a, g) for a, g in v_answers)
         lines.append(f"verifier's own answer right: {pct(v_right, len(v_answers))} of "
                      f"verifier calls")
+    else:
+        lines.append("verifier: none ran in this cell")
     scored = [(c["r_verifier"], answers_match(c["answer"], r["gold"]))
               for r in records for c in r["candidates"] if c.get("r_verifier") is not None]
     if scored:
         base = sum(ok for _, ok in scored)
-        agreed = [ok for v, ok in scored if v >= 0.5]
-        rejected = [ok for v, ok in scored if v < 0.5]
         lines.append(f"candidates right (base rate): {pct(base, len(scored))}")
-        lines.append(f"P(right | verifier agreed): {pct(sum(agreed), len(agreed))}; "
-                     f"P(right | verifier disagreed): {pct(sum(rejected), len(rejected))}")
+        if v_answers:
+            agreed = [ok for v, ok in scored if v >= 0.5]
+            rejected = [ok for v, ok in scored if v < 0.5]
+            lines.append(f"P(right | verifier agreed): {pct(sum(agreed), len(agreed))}; "
+                         f"P(right | verifier disagreed): {pct(sum(rejected), len(rejected))}")
         mixed = [r for r in records
                  if len({answers_match(c["answer"], r["gold"]) for c in r["candidates"]}) == 2]
         picked = sum(r["score"] for r in mixed)

@@ -77,3 +77,29 @@ def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
                       "--versus", f"{tmp_path / 'cpu'}:sc"]) == 0
     out = capsys.readouterr().out
     assert "on the same 2 questions: 0 vs 2 right; 0 won, 2 lost, 0 tied" in out
+
+
+def test_gsm8k_targets_are_cut_to_the_final_answer(tmp_path):
+    diag = _load()
+    solution = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
+    assert diag.gold_answer(solution) == "18"
+    assert diag.gold_answer(7.0) == "7.0"
+    q = {"sha": "a" * 16, "gold": solution, "score": 1.0, "verifier": ["18"],
+         "cands": [_cand("18", 1.0), _cand("9", 0.0)]}
+    _write(tmp_path, "softreason", [q])
+    text = "\n".join(diag.diagnose(diag.join(tmp_path, "svamp", "softreason")))
+    assert "oracle (some candidate right): 1/1 = 100.0%" in text
+    assert "verifier's own answer right: 1/1 = 100.0%" in text
+
+
+def test_a_cell_without_verifier_reports_no_verifier_figures(tmp_path):
+    diag = _load()
+    q = {"sha": "a" * 16, "gold": "3", "score": 1.0, "verifier": [None, None],
+         "cands": [_cand("3", 0.0), _cand("4", 0.0)]}
+    _write(tmp_path, "softreason", [q])
+    text = "\n".join(diag.diagnose(diag.join(tmp_path, "svamp", "softreason")))
+    assert "verifier: none ran in this cell" in text
+    assert "verifier's own answer" not in text and "P(right | verifier" not in text
+    assert "candidates right (base rate): 1/2 = 50.0%" in text
+    assert "questions with both right and wrong candidates: 1; the returned answer was right " \
+           "in 1.0/1 = 100.0%" in text
