@@ -1,17 +1,16 @@
 #!/usr/bin/env python
-"""Prompt prefill: ``lm_eval_softreason.decoding.prefill`` as it is vs last-position logits only.
+"""Prompt prefill: whole-prompt logits (what ``decoding.prefill`` did until 2026-11-23) vs the
+package's ``prefill``, which asks for the last position's logits only (``logits_to_keep=1``).
 
-``prefill`` runs the model over the whole prompt and keeps ``out.logits[0, -1].float()``. Two
-costs follow from computing logits at every position:
+Computing logits at every position has two costs:
 
   * time: the LM head (vocab x hidden) runs for every prompt token although only the last
     position's logits are used (for Qwen2.5-0.5B that head is ~27 % of the weights);
-  * memory: for a float32 model ``.float()`` is a no-op, so ``next_logits`` is a view that keeps
-    the whole ``[1, prompt_len, vocab]`` logits tensor alive as long as the ``PromptState``.
+  * memory: for a float32 model ``out.logits[0, -1].float()`` is a view that keeps the whole
+    ``[1, prompt_len, vocab]`` logits tensor alive as long as the ``PromptState``.
 
-This measures both, interleaved over ``--repeats``, for the package's ``prefill`` and for the
-same forward call with ``logits_to_keep=1`` (transformers' way to compute only the last
-position's logits; the resulting KV cache and last logits are the same).
+This measures both, interleaved over ``--repeats``: the old forward (all positions, last row
+kept as a view) and ``prefill`` as it is now.
 
 Usage::
 
@@ -45,39 +44,41 @@ def main(argv: list[str] | None = None) -> int:
 
     from lm_eval_softreason.decoding import prefill
 
-    def last_only(model, ids):  # type: ignore[no-untyped-def]
+    def whole_prompt(model, ids):  # type: ignore[no-untyped-def]
+        """The old prefill's forward: logits for every position, the last row kept as a view."""
         with torch.inference_mode():
             t = torch.tensor([ids])
             out = model(input_ids=t, attention_mask=torch.ones_like(t),
                         position_ids=torch.arange(len(ids)).unsqueeze(0),
-                        past_key_values=DynamicCache(config=model.config), use_cache=True,
-                        logits_to_keep=1)
+                        past_key_values=DynamicCache(config=model.config), use_cache=True)
             return out.logits[0, -1].float()
 
-    results: dict = {"asis": {}, "last_only": {}, "retained_mb": {}, "max_abs_diff": {}}
+    results: dict = {"whole_prompt": {}, "prefill": {}, "retained_mb": {}, "max_abs_diff": {}}
     with C.model_dir(args.model) as (path, label):
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=C.torch_dtype(args.dtype)).eval()
         filler = tok(" ".join(C.BUILTIN_QUESTIONS), add_special_tokens=False)["input_ids"]
         lengths = [int(x) for x in args.tokens.split(",")]
         prefill(model, filler[:16])
-        last_only(model, filler[:16])  # warm-up
+        whole_prompt(model, filler[:16])  # warm-up
         for n in lengths:
             ids = (filler * (n // len(filler) + 1))[:n]
             ta, tl = [], []
             for rep in range(args.repeats):
-                for which in (("asis", "last") if rep % 2 == 0 else ("last", "asis")):
+                order = ("whole_prompt", "prefill")
+                for which in (order if rep % 2 == 0 else order[::-1]):
                     t = time.perf_counter()
-                    if which == "asis":
-                        state = prefill(model, ids)
+                    if which == "whole_prompt":
+                        logits = whole_prompt(model, ids)
                         ta.append(time.perf_counter() - t)
                     else:
-                        logits = last_only(model, ids)
+                        state = prefill(model, ids)
                         tl.append(time.perf_counter() - t)
-            storage = state.next_logits.untyped_storage().nbytes() / 2**20
-            results["asis"][n] = C.median(ta)
-            results["last_only"][n] = C.median(tl)
-            results["retained_mb"][n] = storage
+            results["whole_prompt"][n] = C.median(ta)
+            results["prefill"][n] = C.median(tl)
+            results["retained_mb"][n] = {
+                "whole_prompt": logits.untyped_storage().nbytes() / 2**20,
+                "prefill": state.next_logits.untyped_storage().nbytes() / 2**20}
             results["max_abs_diff"][n] = float((state.next_logits - logits).abs().max())
 
     m = C.machine_info()
@@ -86,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{m['load_avg_at_start']}; model {label} ({args.dtype}); median of {args.repeats} "
           f"interleaved repeats")
     print()
-    rows = [[str(n), f"{results['asis'][n]:.2f}", f"{results['last_only'][n]:.2f}",
-             f"{results['asis'][n] / results['last_only'][n]:.2f}x",
-             f"{results['retained_mb'][n]:.1f}", f"{results['max_abs_diff'][n]:.1e}"]
+    rows = [[str(n), f"{results['whole_prompt'][n]:.2f}", f"{results['prefill'][n]:.2f}",
+             f"{results['whole_prompt'][n] / results['prefill'][n]:.2f}x",
+             f"{results['retained_mb'][n]['whole_prompt']:.1f}",
+             f"{results['retained_mb'][n]['prefill']:.2f}", f"{results['max_abs_diff'][n]:.1e}"]
             for n in lengths]
-    print(C.md_table(["prompt tokens", "prefill() s", "logits_to_keep=1 s", "speed-up",
-                      "MiB kept alive by PromptState.next_logits", "max |logit diff|"], rows))
+    print(C.md_table(["prompt tokens", "whole-prompt logits s", "prefill() s", "speed-up",
+                      "MiB kept per state, whole-prompt", "MiB kept per state, prefill()",
+                      "max |logit diff|"], rows))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": m, "model": label, "args": vars(args), **results}, fh, indent=1)

@@ -651,7 +651,22 @@ def render_table(cells: list[dict[str, Any]]) -> str:
             num(c.get("tokens_prefilled_per_q"), 1), num(c.get("wall_time_per_q_s"), 2),
             "–" if c.get("n") is None else str(c["n"]),
         ]) + " |")
+    lines += fallback_notes(cells)
     return "\n".join(lines) + "\n"
+
+
+def fallback_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """Lines under the table for cells where questions fell back to greedy: their rows do not
+    measure the strategy alone (e.g. the verifier ran out of GPU memory), so say so."""
+    notes = []
+    for c in cells:
+        if c.get("fallbacks"):
+            reasons = c.get("stats", {}).get("fallback_reasons") or {}
+            why = ", ".join(f"{k}: {v}" for k, v in reasons.items()) or "reason not recorded"
+            notes.append(f"\n**Warning**: {c['task']} / {c.get('label', c['strategy'])}: "
+                         f"{c['fallbacks']} of {c.get('questions', c.get('n'))} questions fell "
+                         f"back to greedy ({why}); that row is not the strategy's own result.")
+    return notes
 
 
 def plot(cells: list[dict[str, Any]], path: Path) -> bool:
@@ -778,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done {task} / {cell.get('label', strategy)}: strict={cell['accuracy_strict']} "
               f"flexible={cell['accuracy_flexible']} "
               f"tokens/q={cell['tokens_generated_per_q']}", flush=True)
+        for note in fallback_notes([cell]):
+            print(note.strip(), file=sys.stderr, flush=True)
     report(out, tasks)
     return 0
 

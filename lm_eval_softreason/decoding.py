@@ -9,6 +9,8 @@ identical to decoding it alone; rows leave the batch as soon as they stop.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -82,7 +84,10 @@ def prefill(
     """Run a prompt through the model once, optionally continuing a prefilled ``prefix``.
 
     Prompts are prefilled one at a time: prefill is matrix-matrix work that batching barely
-    speeds up on CPU, and batch 1 keeps the cache free of padding.
+    speeds up on CPU, and batch 1 keeps the cache free of padding. Only the last position's
+    logits are computed and kept: the LM head over every prompt position cost ~30 % of prefill
+    time, and a view of those logits pinned ``prompt_len x vocab`` floats per live state (for
+    a round's verifier prompts, tens of GB on a GPU; docs/performance.md).
     """
     if len(token_ids) == 0:
         if prefix is None:
@@ -96,17 +101,24 @@ def prefill(
         cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix.kv], config=model.config)
     positions = torch.arange(start, start + ids.shape[1], device=device).unsqueeze(0)
     mask = torch.ones(1, start + ids.shape[1], dtype=torch.long, device=device)
+    extra = {"logits_to_keep": 1} if _keeps_last_logits_only(type(model)) else {}
     out = model(
         input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-        use_cache=True,
+        use_cache=True, **extra,
     )
     kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     return PromptState(
         kv=kv,
         length=start + ids.shape[1],
-        next_logits=out.logits[0, -1].float(),
+        next_logits=out.logits[0, -1].float().clone(),  # a copy: frees the model's logits
         prefilled_tokens=ids.shape[1],
     )
+
+
+@functools.cache
+def _keeps_last_logits_only(model_class: type) -> bool:
+    """Whether the model's forward takes transformers' ``logits_to_keep`` (most causal LMs)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 class StopChecker:

@@ -208,3 +208,17 @@ def test_baseline_hf_sc_cell(compare, tiny_model_dir, svamp_dir, tmp_path, capsy
     assert cell["accuracy_flexible"] is None
     assert cell["n"] == 1 and 0 < cell["tokens_generated_per_q"] and cell["wall_time_per_q_s"] > 0
     assert "| gsm8k_cot_self_consistency | hf_sc (N=2) |" in capsys.readouterr().out
+
+
+def test_table_warns_about_cells_with_fallbacks(compare):
+    base = {"task": "svamp", "accuracy_strict": 0.0, "accuracy_flexible": 0.43, "n": 100,
+            "questions": 100, "tokens_generated_per_q": 1350.4, "tokens_prefilled_per_q": 656.9,
+            "wall_time_per_q_s": 2.2}
+    clean = {**base, "strategy": "softreason", "fallbacks": 0, "stats": {"fallback_reasons": {}}}
+    broken = {**base, "strategy": "softreason_random", "fallbacks": 73,
+              "stats": {"fallback_reasons": {"verifying": 73}}}
+    table = compare.render_table([clean, broken])
+    assert table.count("**Warning**") == 1
+    assert ("svamp / softreason_random: 73 of 100 questions fell back to greedy "
+            "(verifying: 73)") in table
+    assert "**Warning**" not in compare.render_table([clean])

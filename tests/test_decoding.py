@@ -73,6 +73,32 @@ def test_prefix_prefill_equals_full_prefill(model_and_tok):
     assert torch.allclose(joined.next_logits, full.next_logits, atol=1e-4)
 
 
+def test_prefill_keeps_only_the_last_logits(model_and_tok):
+    """The state's logits equal the last row of a full forward and own a vocab-sized buffer
+    (not a view pinning prompt_len x vocab floats)."""
+    model, tok = model_and_tok
+    ids = tok.encode(QUESTIONS[2])
+    state = prefill(model, ids)
+    with torch.inference_mode():
+        full = model(input_ids=torch.tensor([ids])).logits[0]
+    assert full.shape[0] == len(ids) > 1
+    assert torch.allclose(state.next_logits, full[-1].float(), atol=1e-5)
+    assert state.next_logits.untyped_storage().nbytes() == full.shape[-1] * 4
+
+
+def test_prefill_of_a_model_without_logits_to_keep(model_and_tok, monkeypatch):
+    """Models whose forward lacks ``logits_to_keep`` get the full forward, same logits."""
+    from lm_eval_softreason import decoding
+
+    model, tok = model_and_tok
+    ids = tok.encode(QUESTIONS[2])
+    expected = prefill(model, ids).next_logits
+    monkeypatch.setattr(decoding, "_keeps_last_logits_only", lambda cls: False)
+    state = prefill(model, ids)
+    assert torch.allclose(state.next_logits, expected, atol=1e-5)
+    assert state.next_logits.untyped_storage().nbytes() == expected.shape[0] * 4
+
+
 def test_stop_strings_and_virtual_first_token(model_and_tok):
     model, tok = model_and_tok
     s = prefill(model, tok.encode(QUESTIONS[0]))

@@ -81,7 +81,8 @@ def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
 
 def test_gsm8k_targets_are_cut_to_the_final_answer(tmp_path):
     diag = _load()
-    solution = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
+    solution = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\n"
+                "She makes 9 * 2 = $<<9*2=18>>18.\n#### 18")
     assert diag.gold_answer(solution) == "18"
     assert diag.gold_answer(7.0) == "7.0"
     q = {"sha": "a" * 16, "gold": solution, "score": 1.0, "verifier": ["18"],
