@@ -11,6 +11,8 @@ rewards, the verifier's own answers) with lm-eval's per-sample file (the gold an
 * candidate diversity: distinct texts and distinct answers per question;
 * the verifier: how often its own answer is gold, and P(candidate right | verifier agreed) vs
   P(candidate right | it did not) against the base rate of right candidates;
+* truncation: candidates that used the whole generation budget (``--max-gen-toks``, lm-eval's
+  default 256 unless the task sets one) and how often they were right, against the others;
 * rounds and stop reasons; and, question by question, wins/losses against the folder's greedy
   cell and any cell named with ``--versus FOLDER:STRATEGY`` (e.g. self-consistency run
   elsewhere), on the questions both answered.
@@ -76,7 +78,7 @@ def versus(records: list[dict[str, Any]], name: str, other: dict[str, float]) ->
             f"{wins} won, {losses} lost, {len(both) - wins - losses} tied")
 
 
-def diagnose(records: list[dict[str, Any]]) -> list[str]:
+def diagnose(records: list[dict[str, Any]], max_gen_toks: int = 256) -> list[str]:
     n = len(records)
     lines = [f"questions: {n}"]
     right = sum(r["score"] for r in records)
@@ -131,6 +133,16 @@ def diagnose(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"questions with both right and wrong candidates: {len(mixed)}; "
                      f"the returned answer was right in {pct(picked, len(mixed))}")
 
+    judged = [(c.get("tokens", 0) >= max_gen_toks, answers_match(c["answer"], r["gold"]))
+              for r in records for c in r["candidates"]]
+    if judged:
+        capped = [ok for cut, ok in judged if cut]
+        rest = [ok for cut, ok in judged if not cut]
+        lines.append(f"candidates at the {max_gen_toks}-token generation cap: "
+                     f"{pct(len(capped), len(judged))}; right among them: "
+                     f"{pct(sum(capped), len(capped))}; among the others: "
+                     f"{pct(sum(rest), len(rest))}")
+
     rounds = Counter(r["rounds"] for r in records)
     stops = Counter(r["stop_reason"] for r in records)
     lines.append(f"rounds: {dict(sorted(rounds.items()))}; stop reasons: {dict(stops)}; "
@@ -143,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="compare.py results folder")
     p.add_argument("--task", required=True)
     p.add_argument("--strategy", default="softreason")
+    p.add_argument("--max-gen-toks", type=int, default=256,
+                   help="the task's generation limit, for the truncation line (lm-eval's "
+                        "default 256 unless the task's generation_kwargs set max_gen_toks)")
     p.add_argument("--versus", action="append", default=[], metavar="FOLDER:STRATEGY",
                    help="also compare question by question with that cell of another results "
                         "folder (repeatable); the folder's own greedy cell is always compared")
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--versus {spec!r}: expected FOLDER:STRATEGY")
         others.append((Path(folder), strategy))
     print(f"## {args.task} / {args.strategy} ({out})\n")
-    lines = diagnose(records)
+    lines = diagnose(records, args.max_gen_toks)
     for folder, strategy in others:
         samples = folder / "cells" / f"{args.task}__{strategy}.samples.jsonl"
         if samples.exists():

@@ -16,8 +16,9 @@ def _load():
     return module
 
 
-def _cand(answer, r_verifier):
-    return {"round": 0, "text": f"so {answer}", "answer": answer, "r_verifier": r_verifier}
+def _cand(answer, r_verifier, tokens=10):
+    return {"round": 0, "text": f"so {answer}", "answer": answer, "r_verifier": r_verifier,
+            "tokens": tokens}
 
 
 def _write(folder: Path, strategy: str, questions: list[dict]) -> None:
@@ -104,3 +105,15 @@ def test_a_cell_without_verifier_reports_no_verifier_figures(tmp_path):
     assert "candidates right (base rate): 1/2 = 50.0%" in text
     assert "questions with both right and wrong candidates: 1; the returned answer was right " \
            "in 1.0/1 = 100.0%" in text
+
+
+def test_truncated_candidates_are_counted_against_the_cap(tmp_path):
+    diag = _load()
+    q = {"sha": "a" * 16, "gold": "3", "score": 0.0, "verifier": ["3"],
+         "cands": [_cand("3", 1.0, tokens=12), _cand("8", 0.0, tokens=64),
+                   _cand("3", 1.0, tokens=64)]}
+    _write(tmp_path, "softreason", [q])
+    records = diag.join(tmp_path, "svamp", "softreason")
+    text = "\n".join(diag.diagnose(records, max_gen_toks=64))
+    assert ("candidates at the 64-token generation cap: 2/3 = 66.7%; right among them: "
+            "1/2 = 50.0%; among the others: 1/1 = 100.0%") in text
