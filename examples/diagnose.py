@@ -84,10 +84,11 @@ def diagnose(records: list[dict[str, Any]], max_gen_toks: int = 256) -> list[str
     right = sum(r["score"] for r in records)
     lines.append(f"returned answer right (lm-eval flexible-extract): {pct(right, n)}")
 
-    def any_right(r):
-        return any(answers_match(c["answer"], r["gold"]) for c in r["candidates"])
+    # whether each candidate is gold, per record, in candidate order (every figure below uses it)
+    right = [[answers_match(c["answer"], r["gold"]) for c in r["candidates"]] for r in records]
+    pairs = [(c, ok) for r, oks in zip(records, right) for c, ok in zip(r["candidates"], oks)]
 
-    oracle = sum(any_right(r) for r in records)
+    oracle = sum(any(oks) for oks in right)
     lines.append(f"oracle (some candidate right): {pct(oracle, n)}")
     vote = sum(answers_match(majority([c["answer"] for c in r["candidates"]]), r["gold"])
                for r in records)
@@ -96,8 +97,7 @@ def diagnose(records: list[dict[str, Any]], max_gen_toks: int = 256) -> list[str
                                         + r.get("verifier_answers", [])), r["gold"])
                  for r in records)
     lines.append(f"vote over candidates + verifier answers: {pct(vote_v, n)}")
-    first = sum(answers_match(r["candidates"][0]["answer"], r["gold"])
-                for r in records if r["candidates"])
+    first = sum(oks[0] for oks in right if oks)
     lines.append(f"first candidate of round 0 would score: {pct(first, n)}")
 
     texts = [len({c["text"] for c in r["candidates"]}) for r in records]
@@ -117,8 +117,7 @@ def diagnose(records: list[dict[str, Any]], max_gen_toks: int = 256) -> list[str
                      f"verifier calls")
     else:
         lines.append("verifier: none ran in this cell")
-    scored = [(c["r_verifier"], answers_match(c["answer"], r["gold"]))
-              for r in records for c in r["candidates"] if c.get("r_verifier") is not None]
+    scored = [(c["r_verifier"], ok) for c, ok in pairs if c.get("r_verifier") is not None]
     if scored:
         base = sum(ok for _, ok in scored)
         lines.append(f"candidates right (base rate): {pct(base, len(scored))}")
@@ -127,14 +126,12 @@ def diagnose(records: list[dict[str, Any]], max_gen_toks: int = 256) -> list[str
             rejected = [ok for v, ok in scored if v < 0.5]
             lines.append(f"P(right | verifier agreed): {pct(sum(agreed), len(agreed))}; "
                          f"P(right | verifier disagreed): {pct(sum(rejected), len(rejected))}")
-        mixed = [r for r in records
-                 if len({answers_match(c["answer"], r["gold"]) for c in r["candidates"]}) == 2]
+        mixed = [r for r, oks in zip(records, right) if len(set(oks)) == 2]
         picked = sum(r["score"] for r in mixed)
         lines.append(f"questions with both right and wrong candidates: {len(mixed)}; "
                      f"the returned answer was right in {pct(picked, len(mixed))}")
 
-    judged = [(c.get("tokens", 0) >= max_gen_toks, answers_match(c["answer"], r["gold"]))
-              for r in records for c in r["candidates"]]
+    judged = [(c.get("tokens", 0) >= max_gen_toks, ok) for c, ok in pairs]
     if judged:
         capped = [ok for cut, ok in judged if cut]
         rest = [ok for cut, ok in judged if not cut]
