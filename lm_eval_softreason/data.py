@@ -7,8 +7,10 @@ Evaluation must run offline, so every loader first reads the folder named by the
     $SOFTREASON_DATA_DIR/gsm8k/test.jsonl
     $SOFTREASON_DATA_DIR/svamp/SVAMP.json    # arkilpatel/SVAMP, 1000 problems
 
-and falls back to the Hugging Face Hub only when the variable is unset (or empty): a typo in a
-set variable must fail loudly instead of silently downloading something else.
+A typo in a set variable fails loudly instead of silently downloading something else. With the
+variable unset (or empty), SVAMP, which lm-eval lacks, comes from the Hugging Face Hub; GSM8K does
+not: the ``gsm8k*_offline`` tasks exist only to read local files (lm-eval's own ``gsm8k`` tasks
+are the Hub version), so they fail with an error that says so.
 
 lm-eval calls a loader as ``loader(**metadata, **dataset_kwargs)``, so loaders take ``**kwargs``
 (task metadata, CLI ``model_args``) and ignore them.
@@ -31,18 +33,18 @@ SVAMP_FILE = "svamp/SVAMP.json"
 SVAMP_FIELDS = ("Body", "Question", "Answer")
 # The Hub copy splits SVAMP's 1000 problems into train (700) and test (300); we rejoin them.
 SVAMP_HUB_ID = "ChilleD/SVAMP"
-GSM8K_HUB_ID, GSM8K_HUB_CONFIG = "openai/gsm8k", "main"
 
 _LAYOUT = (
     "expected layout: <dir>/gsm8k/train.jsonl and <dir>/gsm8k/test.jsonl (fields question, "
     "answer ending '#### N') and <dir>/svamp/SVAMP.json (the upstream SVAMP list of "
-    "{ID, Body, Question, Equation, Answer, Type}); unset SOFTREASON_DATA_DIR to load "
-    "from the Hugging Face Hub instead"
+    "{ID, Body, Question, Equation, Answer, Type}); unset SOFTREASON_DATA_DIR to load SVAMP "
+    "from the Hugging Face Hub instead (the gsm8k*_offline tasks always need the local files)"
 )
 
 
 class DataDirError(RuntimeError):
-    """``SOFTREASON_DATA_DIR`` is set but does not hold readable data in the expected layout."""
+    """``SOFTREASON_DATA_DIR`` does not hold readable data in the expected layout (or, for GSM8K,
+    is unset)."""
 
 
 def data_dir() -> Path | None:
@@ -82,7 +84,12 @@ def gsm8k(**kwargs: Any) -> datasets.DatasetDict:
     """GSM8K ``train`` (few-shot pool, 7473 rows) and ``test`` (1319 rows), fields unchanged."""
     root = data_dir()
     if root is None:
-        return datasets.load_dataset(GSM8K_HUB_ID, GSM8K_HUB_CONFIG)
+        raise DataDirError(
+            f"the gsm8k*_offline tasks read local files, but {DATA_DIR_ENV} is unset: set it to "
+            "a folder holding gsm8k/train.jsonl and gsm8k/test.jsonl (fields question, answer "
+            "ending '#### N'), or run lm-eval's own gsm8k tasks, which load openai/gsm8k from "
+            "the Hugging Face Hub"
+        )
     train, test = _local_files(root, GSM8K_FILES)
     return datasets.DatasetDict(
         train=datasets.Dataset.from_list(_read_jsonl(root, train)),

@@ -1,4 +1,4 @@
-"""Dataset loaders: local SOFTREASON_DATA_DIR layout, Hub fallback, and loud failures."""
+"""Dataset loaders: local SOFTREASON_DATA_DIR layout, SVAMP's Hub fallback, loud failures."""
 
 from __future__ import annotations
 
@@ -166,8 +166,8 @@ def test_unreadable_file_error_names_file(
     assert str(path) in str(info.value) and "expected layout" in str(info.value)
 
 
-def test_hub_fallback_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset (or empty) variable: GSM8K from openai/gsm8k, SVAMP's two Hub splits rejoined."""
+def test_svamp_hub_fallback_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset (or empty) variable: SVAMP's two Hub splits, rejoined in upstream order."""
     monkeypatch.setenv(data.DATA_DIR_ENV, "")
     calls: list[tuple[Any, ...]] = []
     # The Hub copy splits the problems 700/300 in shuffled order.
@@ -178,14 +178,33 @@ def test_hub_fallback_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake_load_dataset(*args: Any) -> datasets.DatasetDict:
         calls.append(args)
-        return hub_svamp if args[0] == data.SVAMP_HUB_ID else datasets.DatasetDict()
+        return hub_svamp
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    data.gsm8k()
     rows = data.svamp()["test"].to_list()
-    assert calls == [("openai/gsm8k", "main"), ("ChilleD/SVAMP",)]
+    assert calls == [("ChilleD/SVAMP",)]
     assert [r["ID"] for r in rows] == ["chal-1", "chal-8", "chal-18", "chal-36"]
     assert rows[0]["target"] == "51"
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_gsm8k_offline_needs_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    """The gsm8k*_offline tasks never download: lm-eval's own gsm8k tasks are the Hub version."""
+    if value is None:
+        monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(data.DATA_DIR_ENV, value)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(DataDirError) as info:
+        data.gsm8k()
+    assert str(info.value) == (
+        "the gsm8k*_offline tasks read local files, but SOFTREASON_DATA_DIR is unset: set it to "
+        "a folder holding gsm8k/train.jsonl and gsm8k/test.jsonl (fields question, answer "
+        "ending '#### N'), or run lm-eval's own gsm8k tasks, which load openai/gsm8k from the "
+        "Hugging Face Hub"
+    )
 
 
 @pytest.mark.skipif(not os.environ.get(data.DATA_DIR_ENV), reason="SOFTREASON_DATA_DIR is unset")

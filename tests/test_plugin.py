@@ -64,7 +64,7 @@ def test_builtin_models_still_resolve_after_our_import():
 
 def test_tasks_dir_holds_our_tasks():
     names = {p.name for p in Path(tasks_dir()).iterdir()}
-    assert {"svamp", "gsm8k"} <= names
+    assert {"svamp", "gsm8k_offline"} <= names
 
 
 @pytest.mark.slow
@@ -117,7 +117,7 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
     assert "zz_lm_eval_softreason.pth" in names
     assert "lm_eval_softreason/tasks/svamp/svamp.yaml" in names
-    assert "lm_eval_softreason/tasks/gsm8k/gsm8k.yaml" in names
+    assert "lm_eval_softreason/tasks/gsm8k_offline/gsm8k.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
     assert "[lm_eval.models]" in text and "softreason = lm_eval_softreason.model:SoftReasonLM" in text

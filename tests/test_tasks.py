@@ -1,8 +1,10 @@
-"""Our task YAMLs: SVAMP prompts/targets/scoring, and offline GSM8K copies that match lm-eval's."""
+"""Our task YAMLs: SVAMP prompts/targets/scoring, and offline GSM8K variants that match lm-eval's
+under names of their own."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +21,10 @@ from lm_eval_softreason import data
 from lm_eval_softreason.tasks_path import tasks_dir
 
 STOCK_GSM8K = Path(lm_eval.__file__).parent / "tasks" / "gsm8k"
-OURS_GSM8K = Path(tasks_dir()) / "gsm8k"
-DATASET_KEYS = ("dataset_path", "dataset_name", "custom_dataset")
+OURS_GSM8K = Path(tasks_dir()) / "gsm8k_offline"
+# What an offline variant may change: where the data comes from, its name, its tag.
+OWN_KEYS = ("dataset_path", "dataset_name", "custom_dataset", "task", "tag")
+OFFLINE_TAG = "softreason_offline"
 SVAMP_ROWS = [
     {"ID": "chal-1", "Body": "Each pack of dvds costs 76 dollars. If there is a discount of 25 "
      "dollars on each pack", "Question": "How much do you have to pay to buy each pack?",
@@ -33,8 +37,10 @@ GSM8K_TEST = [{"question": "Ann had $1,200 and spent $200. How much is left?",
                "answer": "1200 - 200 = <<1200-200=1000>>1000\n#### 1000"}]
 GSM8K_TRAIN = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
                for i in range(5)]
-TASKS = ["svamp", "svamp_cot", "gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot",
-         "gsm8k_cot_self_consistency", "gsm8k_cot_llama"]
+STOCK_GSM8K_TASKS = ["gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot", "gsm8k_cot_self_consistency",
+                     "gsm8k_cot_llama"]
+OFFLINE = [f"{name}_offline" for name in STOCK_GSM8K_TASKS]
+TASKS = ["svamp", "svamp_cot", *OFFLINE]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +78,11 @@ def filtered(task: Any, text: str) -> dict[str, str]:
 
 
 def test_index_lists_our_tasks(manager: TaskManager) -> None:
-    assert set(TASKS) <= set(manager.all_subtasks)
+    assert set(manager.all_subtasks) == set(TASKS)
+    assert set(manager.all_tags) == {"svamp_tasks", OFFLINE_TAG}
+    assert manager.all_groups == []
     assert manager.task_index["svamp_tasks"].tags == {"svamp", "svamp_cot"}
+    assert manager.task_index[OFFLINE_TAG].tags == set(OFFLINE)
 
 
 def test_svamp_docs_prompts_targets(tasks: dict[str, Any]) -> None:
@@ -182,38 +191,50 @@ def test_simple_evaluate_runs_svamp_offline(manager: TaskManager, data_env: Path
     assert svamp["exact_match,flexible-extract"] == 0.5
 
 
-def test_gsm8k_copies_read_local_data(tasks: dict[str, Any]) -> None:
-    for name in TASKS[2:]:
+def test_gsm8k_offline_variants_read_local_data(tasks: dict[str, Any]) -> None:
+    for name in OFFLINE:
         task = tasks[name]
         assert [d["question"] for d in task.test_docs()] == [GSM8K_TEST[0]["question"]], name
     question = GSM8K_TEST[0]["question"]
-    assert tasks["gsm8k"].doc_to_text(GSM8K_TEST[0]) == f"Question: {question}\nAnswer:"
-    assert tasks["gsm8k_cot"].doc_to_target(GSM8K_TEST[0]) == "1000"
-    assert tasks["gsm8k_cot_self_consistency"].config.repeats == 64
+    assert tasks["gsm8k_offline"].doc_to_text(GSM8K_TEST[0]) == f"Question: {question}\nAnswer:"
+    assert tasks["gsm8k_cot_offline"].doc_to_target(GSM8K_TEST[0]) == "1000"
+    assert tasks["gsm8k_cot_self_consistency_offline"].config.repeats == 64
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in OURS_GSM8K.glob("*.yaml")))
-def test_gsm8k_copy_matches_stock(name: str) -> None:
-    """Everything but the dataset keys equals lm-eval's file, so an upgrade's changes show up."""
+def test_gsm8k_offline_variant_matches_stock(name: str) -> None:
+    """Everything but data, name and tag equals lm-eval's file, so an upgrade's changes show up."""
     stock = load_yaml(STOCK_GSM8K / name, resolve_func=False)
     ours = load_yaml(OURS_GSM8K / name, resolve_func=False)
     assert (stock.get("dataset_path"), stock.get("dataset_name")) == ("openai/gsm8k", "main")
     # Unresolved, a !function reference reads as "<yaml folder>/<module.function>".
     assert ours["custom_dataset"].endswith("/lm_eval_softreason.data.gsm8k")
-    assert {k: v for k, v in ours.items() if k not in DATASET_KEYS} == {
-        k: v for k, v in stock.items() if k not in DATASET_KEYS
+    assert ours["task"] == f"{stock['task']}_offline"
+    assert ours["tag"] == [OFFLINE_TAG]
+    assert {k: v for k, v in ours.items() if k not in OWN_KEYS} == {
+        k: v for k, v in stock.items() if k not in OWN_KEYS
     }
     resolved = load_yaml(OURS_GSM8K / name, resolve_func=True)
-    assert resolved["custom_dataset"] is data.gsm8k  # includes resolve next to our copy
+    assert resolved["custom_dataset"] is data.gsm8k  # includes resolve next to our file
 
 
-def test_every_stock_gsm8k_task_has_an_offline_copy() -> None:
+def test_every_stock_gsm8k_task_has_an_offline_variant() -> None:
     stock = {p.name for p in STOCK_GSM8K.glob("*.yaml")}
     assert stock == {p.name for p in OURS_GSM8K.glob("*.yaml")}
+    names = {load_yaml(STOCK_GSM8K / n, resolve_func=False)["task"] for n in stock}
+    assert names == set(STOCK_GSM8K_TASKS)
 
 
-def test_our_gsm8k_copies_shadow_the_stock_ones() -> None:
-    """Later include paths win; autoload puts ours after lm-eval's defaults."""
-    manager = TaskManager(include_path=[STOCK_GSM8K, tasks_dir()], include_defaults=False)
-    for name in TASKS[2:]:
-        assert manager.task_index[name].yaml_path.parent == OURS_GSM8K, name
+def test_our_tasks_only_add_names(caplog: pytest.LogCaptureFixture) -> None:
+    """Indexed with lm-eval's own tasks, ours change no stock task, tag or group: every name of
+    ours is new, nothing "overrides existing task", and stock gsm8k stays lm-eval's file."""
+    stock = TaskManager()
+    with caplog.at_level(logging.WARNING):
+        both = TaskManager(include_path=tasks_dir())
+    mine = TaskManager(include_path=tasks_dir(), include_defaults=False)
+    assert not set(mine.task_index) & set(stock.task_index)
+    assert set(both.task_index) == set(stock.task_index) | set(mine.task_index)
+    assert [r.getMessage() for r in caplog.records if "overrides" in r.getMessage()] == []
+    assert {name: both.task_index[name] for name in stock.task_index} == stock.task_index
+    assert both.task_index["gsm8k"].yaml_path == STOCK_GSM8K / "gsm8k.yaml"
+    assert both.task_index["gsm8k_offline"].yaml_path == OURS_GSM8K / "gsm8k.yaml"
