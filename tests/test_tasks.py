@@ -91,12 +91,24 @@ def test_svamp_docs_prompts_targets(tasks: dict[str, Any]) -> None:
     assert [d["ID"] for d in docs] == ["chal-1", "chal-18"]
     assert task.doc_to_text(docs[0]) == (
         "Q: Each pack of dvds costs 76 dollars. If there is a discount of 25 dollars on each "
-        "pack, how much do you have to pay to buy each pack?\nA: Let's think step by step."
+        "pack, how much do you have to pay to buy each pack?\nEnd your response with \"The "
+        "answer is N.\", where N is the final answer as a number.\nA: Let's think step by step."
     )
     assert [task.doc_to_target(d) for d in docs] == ["51", "1414"]
     assert task.config.num_fewshot == 0
     until = ["Q:", "</s>", "<|im_end|>"]
     assert task.config.generation_kwargs == {"until": until, "do_sample": False}
+
+
+def test_svamp_prompt_asks_for_what_strict_match_reads(tasks: dict[str, Any]) -> None:
+    """A generation that ends exactly as the prompt asks is scored right by strict-match."""
+    task = tasks["svamp"]
+    doc = next(iter(task.test_docs()))
+    (form,) = re.findall(r'"([^"]*N[^"]*)"', task.doc_to_text(doc))
+    text = "76 - 25 = 51 dollars per pack. " + form.replace("N", doc["target"])
+    assert filtered(task, text)["strict-match"] == "51"
+    assert task.process_results(doc, [filtered(task, text)["strict-match"]]) == {
+        "exact_match": 1.0}
 
 
 def test_svamp_cot_prompt_uses_gsm8k_cot_exemplars(tasks: dict[str, Any]) -> None:
@@ -119,6 +131,9 @@ def test_svamp_variants_share_scoring(tasks: dict[str, Any]) -> None:
     assert zero.generation_kwargs == cot.generation_kwargs
     assert [f["name"] for f in zero.filter_list] == ["strict-match", "flexible-extract"]
     assert zero.metadata["softreason_answer_filters"] == ["strict-match", "flexible-extract"]
+    assert cot.metadata["softreason_answer_filters"] == zero.metadata["softreason_answer_filters"]
+    # svamp 2.0 changed svamp's prompt only, so svamp_cot keeps 1.0 (the gate compares versions).
+    assert (zero.metadata["version"], cot.metadata["version"]) == (2.0, 1.0)
 
 
 @pytest.mark.parametrize(
