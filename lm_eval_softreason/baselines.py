@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from lm_eval_softreason.decoding import DecodeRow
+from lm_eval_softreason.engines.base import DecodeRow
 from lm_eval_softreason.selection import Generation, majority
 from lm_eval_softreason.answers import normalize_answer
 from lm_eval_softreason.strategy import Strategy
@@ -43,7 +43,8 @@ class SelfConsistency(_OneRound):
         for i in range(cfg.n_samples):
             gen = self.ctx.generator(i)
             first = _sample_first(self.ctx.state.next_logits, cfg.temperature, gen)
-            rows.append(self.row(first_token=first, temperature=cfg.temperature, generator=gen))
+            rows.append(self.row(first_token=first, temperature=cfg.temperature,
+                                 seed=self.ctx.row_seed(i)))
         return rows
 
     def ranked(self) -> list[Generation]:

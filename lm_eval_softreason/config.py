@@ -69,6 +69,8 @@ class SoftReasonConfig:
     trace_path: str | None = None
     num_threads: int | None = None
     bo_workers: int = 0
+    max_active: int | str = "auto"
+    max_fallback_rate: float = 0.2
     explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,12 @@ class SoftReasonConfig:
         if self.num_threads is not None:
             _check_int("num_threads", self.num_threads, 1)
         _check_int("bo_workers", self.bo_workers, 0)
+        if self.max_active != "auto":
+            _check_int("max_active", self.max_active, 1)
+        _check_number("max_fallback_rate", self.max_fallback_rate, low=0.0)
+        if self.max_fallback_rate > 1:
+            raise ConfigError(f"model_arg max_fallback_rate={self.max_fallback_rate!r} is out "
+                              f"of range; allowed: 0 to 1")
         for name in ("verifier", "coherence"):
             value = getattr(self, name)
             if not (callable(value) or (isinstance(value, str) and value)):
@@ -127,7 +135,7 @@ class SoftReasonConfig:
         """JSON-safe settings for results files and traces (callables shown by import path)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("explicit", "trace_path", "num_threads", "bo_workers"):
+            if f.name in RUN_ONLY:
                 continue
             value = getattr(self, f.name)
             out[f.name] = _callable_name(value) if callable(value) else value
@@ -138,6 +146,10 @@ class SoftReasonConfig:
         blob = json.dumps(self.public_dict(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+# Settings that change how a run goes, never what it answers: not in fingerprints or guards.
+RUN_ONLY = ("explicit", "trace_path", "num_threads", "bo_workers", "max_active",
+            "max_fallback_rate")
 
 # Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
 _HFLM_ARGS = {
@@ -150,9 +162,12 @@ _HFLM_ARGS = {
 }
 
 _FLOATS = {"sigma", "epsilon", "ei_threshold", "w_verifier", "w_coherence", "temperature",
-           "fire_temperature"}
+           "fire_temperature", "max_fallback_rate"}
 _INTS = {"proj_dim", "n_init", "batch", "max_rounds", "n_samples", "top_k",
-         "verifier_max_tokens", "seed", "num_threads", "bo_workers"}
+         "verifier_max_tokens", "seed", "num_threads", "bo_workers", "max_active"}
+
+
+_INT_HINTS = {"max_active": "; allowed: 'auto' or an integer >= 1"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -162,13 +177,16 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"model_arg {name}={value!r} is not a number") from None
-    if name in _INTS and value is not None and not isinstance(value, bool):
+    if name in _INTS and value is not None and not isinstance(value, bool) and not (
+            name == "max_active" and value == "auto"):
         try:
             as_float = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"model_arg {name}={value!r} is not an integer") from None
+            raise ConfigError(f"model_arg {name}={value!r} is not an integer"
+                              + _INT_HINTS.get(name, "")) from None
         if not as_float.is_integer():
-            raise ConfigError(f"model_arg {name}={value!r} is not an integer")
+            raise ConfigError(f"model_arg {name}={value!r} is not an integer"
+                              + _INT_HINTS.get(name, ""))
         return int(as_float)
     if name == "trace_path" and value is not None:
         return str(value)

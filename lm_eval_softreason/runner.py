@@ -1,68 +1,110 @@
-"""Lock-step execution: all questions of a ``generate_until`` call advance round by round.
+"""The window of questions in flight: at most ``max_active`` at once, refilled as they finish.
 
-Each round, the rows of every active question are decoded together (grouped only by stop
-strings and token budget), then one batched verifier call covers every question that needs
+Each round, the rows of every active question are decoded in one engine call per (stop
+strings, token budget) group, then one batched verifier call covers every question that needs
 one, then the questions' BO steps run together (in worker processes if ``bo_workers`` is set).
-Questions that stop early simply contribute no rows. A failure is contained to the question
-that caused it: that question falls back to greedy, the others carry on.
+A question that finishes is handed to ``finish`` at once (so its results are written before the
+next round) and the next queued question is started (prefilled) in its place, so the decode
+batches stay full until the queue is empty and memory is bounded by the window, not the run.
+
+A failure is contained to the question that caused it: that question is redone with plain
+greedy decoding in its own slot (the fallback), the others carry on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from typing import Callable, Sequence
+import time
+from collections import defaultdict, deque
+from typing import Callable, Generic, Sequence, TypeVar
 
 from tqdm import tqdm
 
 from lm_eval_softreason.bayesopt import Proposer
-from lm_eval_softreason.decoding import BatchDecoder, DecodeResult, DecodeRow
+from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine
 from lm_eval_softreason.objectives import BatchVerifier, VerifyRequest
 from lm_eval_softreason.selection import Generation
-from lm_eval_softreason.strategy import Strategy
+from lm_eval_softreason.strategy import Greedy, Strategy
 
 log = logging.getLogger(__name__)
 
 TextFn = Callable[[list[int], Sequence[str]], str]
+Q = TypeVar("Q")
 
 
-class LockstepRunner:
+class WindowedRunner(Generic[Q]):
+    """Drives questions through a bounded window; never raises for one question's failure."""
+
     def __init__(
         self,
-        decoder: BatchDecoder,
+        engine: Engine,
         verifier: BatchVerifier | None,
         to_text: TextFn,
         token_spans: Callable[[list[int]], list[tuple[int, int]]],
-        disable_tqdm: bool = False,
+        max_active: int,
         proposer: Proposer | None = None,
+        disable_tqdm: bool = False,
     ) -> None:
-        self.decoder = decoder
-        self.proposer = proposer or Proposer()
+        if max_active < 1:
+            raise ValueError(f"max_active={max_active} must be >= 1")
+        self.engine = engine
         self.verifier = verifier
         self.to_text = to_text
         self.token_spans = token_spans
+        self.max_active = max_active
+        self.proposer = proposer or Proposer()
         self.disable_tqdm = disable_tqdm
 
-    def run(self, strategies: Sequence[Strategy], desc: str = "softreason") -> None:
-        """Drive every strategy until done; never raises for one question's failure."""
-        bar = tqdm(total=len(strategies), desc=desc, disable=self.disable_tqdm)
-        finished = sum(s.done for s in strategies)
-        bar.update(finished)
-        round_no = 0
-        while True:
-            active = [s for s in strategies if not s.done]
-            if not active:
-                break
-            self._decode_round(active)
-            self._verify_round([s for s in active if not s.done])
-            self._propose_round([s for s in active if not s.done])
-            round_no += 1
-            now_done = sum(s.done for s in strategies)
-            bar.set_postfix(round=round_no, active=len(strategies) - now_done,
-                            tokens=sum(s.counters.tokens_generated for s in strategies))
-            bar.update(now_done - finished)
-            finished = now_done
-        bar.close()
+    def run(
+        self,
+        questions: Sequence[Q],
+        start: Callable[[Q], Strategy | None],
+        finish: Callable[[Q, Strategy | None], None],
+        desc: str = "softreason",
+    ) -> None:
+        """Start each question with ``start`` (None: it cannot run) when a slot is free, and
+        hand it to ``finish`` the round it is done, fallbacks already settled."""
+        queue = deque(questions)
+        window: list[tuple[Q, Strategy]] = []
+        bar = tqdm(total=len(questions), desc=desc, unit="q", disable=self.disable_tqdm)
+        began, finished_tokens, round_no = time.perf_counter(), 0, 0
+        try:
+            while queue or window:
+                while queue and len(window) < self.max_active:
+                    q = queue.popleft()
+                    s = start(q)
+                    if s is None:
+                        finish(q, None)
+                        bar.update(1)
+                    else:
+                        window.append((q, s))
+                if not window:
+                    continue
+                self.round([s for _, s in window if not s.done])
+                round_no += 1
+                still = []
+                for q, s in window:
+                    if s.done:
+                        s = _settle(s)
+                    if s.done:
+                        finished_tokens += s.counters.tokens_generated
+                        self.engine.release(s.ctx.state)
+                        finish(q, s)
+                        bar.update(1)
+                    else:
+                        still.append((q, s))
+                window = still
+                tokens = finished_tokens + sum(s.counters.tokens_generated for _, s in window)
+                bar.set_postfix(active=len(window), round=round_no,
+                                tok_s=f"{tokens / (time.perf_counter() - began):.1f}")
+        finally:
+            bar.close()
+
+    def round(self, active: Sequence[Strategy]) -> None:
+        """One round of every active question: decode, verify, propose."""
+        self._decode_round(active)
+        self._verify_round([s for s in active if not s.done])
+        self._propose_round([s for s in active if not s.done])
 
     def _decode_round(self, active: Sequence[Strategy]) -> None:
         groups: dict[tuple, list[tuple[Strategy, list[DecodeRow]]]] = defaultdict(list)
@@ -85,7 +127,7 @@ class LockstepRunner:
         """Decode all members' rows together; if that fails, retry question by question."""
         rows = [r for _, rs in members for r in rs]
         try:
-            flat = self.decoder.decode(rows, until, max_new)
+            flat = self.engine.decode(rows, until, max_new)
         except Exception as exc:
             if len(members) == 1:
                 _fail(members[0][0], "decoding", exc)
@@ -130,6 +172,7 @@ class LockstepRunner:
                 _fail(s, "applying the verifier's rewards", exc)
 
     def _verify_isolated(self, asking):  # type: ignore[no-untyped-def]
+        assert self.verifier is not None
         try:
             results = self.verifier.verify_many([req for _, req in asking])
             if len(results) != len(asking):
@@ -167,6 +210,25 @@ class LockstepRunner:
                     s.observe_proposal(result)
                 except Exception as exc:
                     _fail(s, "applying the BO proposal", exc)
+
+
+def _settle(s: Strategy) -> Strategy:
+    """A finished strategy, or the greedy fallback that must run in its place.
+
+    A search that failed, or whose answer is empty, is redone with plain greedy on the same
+    prompt state; a strategy that already is that greedy (or failed as greedy) is final.
+    """
+    if s.fallback is None and not isinstance(s, Greedy) and s.generations \
+            and not s.ranked()[0].text.strip():
+        s.fallback = "empty generation"
+    if s.fallback is None or (isinstance(s, Greedy) and (s.generations or s.is_fallback)):
+        return s  # done, or the fallback itself failed: nothing more to try
+    g = Greedy(s.ctx)
+    g.counters = s.counters
+    g.fallback = s.fallback
+    g.stop_reason = "fallback"
+    g.is_fallback = True
+    return g
 
 
 def _fail(s: Strategy, stage: str, exc: BaseException) -> None:

@@ -15,7 +15,7 @@ import math
 import torch
 
 from lm_eval_softreason.bayesopt import Proposal, ProposalRequest
-from lm_eval_softreason.decoding import DecodeRow
+from lm_eval_softreason.engines.base import DecodeRow
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
 from lm_eval_softreason.perturbation import EmbeddingSpace
 from lm_eval_softreason.selection import Generation, rank

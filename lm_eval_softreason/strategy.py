@@ -15,7 +15,7 @@ import torch
 
 from lm_eval_softreason.bayesopt import Proposal, ProposalRequest
 from lm_eval_softreason.config import SoftReasonConfig
-from lm_eval_softreason.decoding import DecodeRow, PromptState
+from lm_eval_softreason.engines.base import DecodeRow, PromptState
 from lm_eval_softreason.objectives import CoherenceFn, VerifyRequest, VerifyResult
 from lm_eval_softreason.selection import Generation
 
@@ -39,6 +39,10 @@ class QuestionContext:
     def generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed((self.seed + offset) % (2**63))
 
+    def row_seed(self, index: int) -> int:
+        """Seed of candidate ``index``'s sampling stream, distinct from :meth:`generator`'s."""
+        return (self.seed ^ (0x9E3779B97F4A7C15 * (index + 1))) % (2**63)
+
 
 @dataclass
 class Counters:
@@ -60,6 +64,7 @@ class Strategy:
         self.done = False
         self.stop_reason = ""
         self.fallback: str | None = None
+        self.is_fallback = False  # this greedy run replaces a failed strategy
         self.generations: list[Generation] = []
         self.counters = Counters(tokens_prefilled=ctx.state.prefilled_tokens)
         self.started = time.perf_counter()
@@ -101,9 +106,9 @@ class Strategy:
         self.finish("fallback")
 
     def row(self, first_token: int | None = None, first_embed: torch.Tensor | None = None,
-            temperature: float = 0.0, generator: torch.Generator | None = None) -> DecodeRow:
+            temperature: float = 0.0, seed: int = 0) -> DecodeRow:
         return DecodeRow(self.ctx.state, first_token=first_token, first_embed=first_embed,
-                         temperature=temperature, generator=generator)
+                         temperature=temperature, seed=seed)
 
     def record(self, gens: list[Generation]) -> None:
         self.generations.extend(gens)

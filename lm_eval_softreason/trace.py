@@ -1,8 +1,10 @@
 """Per-question JSONL trace that survives interrupted runs.
 
-Each question is one line written with a single ``write`` + flush + fsync. A run killed
-mid-write can leave at most one partial last line; opening the file again cuts it off, so a
-rerun with the same ``trace_path`` appends to a valid file instead of corrupting it.
+Each question is one line written with a single ``write`` + flush + fsync the moment it
+finishes. A run killed mid-write can leave at most one partial last line; opening the file
+again cuts it off, so a rerun with the same ``trace_path`` appends to a valid file. A resumed
+run recomputes the questions whose answers were not cached yet; a record whose ``question``
+key the file already holds is not written again, so the trace holds each question once.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ class TraceWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired_bytes = repair(self.path)
+        self._seen = {r.get("question") for r in read_trace(self.path)} - {None} \
+            if self.path.exists() else set()
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
+        key = record.get("question")
+        if key is not None:
+            if key in self._seen:
+                return
+            self._seen.add(key)
         self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())

@@ -11,10 +11,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from lm_eval_softreason.answers import answers_match
-from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, PromptState, prefill
+from lm_eval_softreason.engines.base import DecodeRow, Engine, PromptState
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
 
 INSTRUCTIONS = (
@@ -68,20 +66,17 @@ class SelfVerifier:
 
     def __init__(
         self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        decoder: BatchDecoder,
+        engine: Engine,
         extractor_for: Callable[[str], Callable[[str], str | None]],
         max_new_tokens: int,
         stop: Sequence[str],
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.decoder = decoder
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
         self.extractor_for = extractor_for
         self.max_new_tokens = max_new_tokens
         self.stop = list(stop)
-        self.chat = ChatFormat(tokenizer)
+        self.chat = ChatFormat(self.tokenizer)
         self._prefix_state: dict[bool, PromptState] = {}
 
     def build_prompt(self, request: VerifyRequest) -> tuple[str, str]:
@@ -103,7 +98,7 @@ class SelfVerifier:
     def _prefix(self, text: str, templated: bool) -> PromptState:
         if templated not in self._prefix_state:
             ids = self.tokenizer.encode(text, add_special_tokens=False)
-            self._prefix_state[templated] = prefill(self.model, ids)
+            self._prefix_state[templated] = self.engine.prefill(ids)
         return self._prefix_state[templated]
 
     def verify_many(self, requests: Sequence[VerifyRequest]) -> list[VerifyResult]:
@@ -111,11 +106,11 @@ class SelfVerifier:
         for req in requests:
             prefix, rest = self.build_prompt(req)
             templated = prefix != INSTRUCTIONS
-            state = prefill(self.model, self.tokenizer.encode(rest, add_special_tokens=False),
-                            prefix=self._prefix(prefix, templated))
+            state = self.engine.prefill(self.tokenizer.encode(rest, add_special_tokens=False),
+                                        prefix=self._prefix(prefix, templated))
             rows.append(DecodeRow(state, first_token=state.greedy_token))
             prefilled.append(state.prefilled_tokens)
-        decoded = self.decoder.decode(rows, self.stop, self.max_new_tokens)
+        decoded = self.engine.decode(rows, self.stop, self.max_new_tokens)
         results = []
         for req, res, n_prefill in zip(requests, decoded, prefilled):
             analysis = self.tokenizer.decode(res.tokens, skip_special_tokens=True)

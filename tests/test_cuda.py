@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, prefill
+from lm_eval_softreason.engines.base import DecodeRow
+from lm_eval_softreason.engines.hf import BatchDecoder, prefill
 from tests.helpers import FAST, QUESTIONS, request
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -6,6 +6,7 @@ import math
 
 import pytest
 from lm_eval.api.model import CachingLM
+from lm_eval.models.huggingface import HFLM
 
 from lm_eval_softreason import bayesopt
 from lm_eval_softreason.bayesopt import GPFitError
@@ -54,10 +55,27 @@ def test_failing_verifier_affects_only_its_question(tiny_model_dir, greedy_out, 
 
 @pytest.mark.parametrize("coherence", ["tests.plugins:raising_coherence",
                                        "tests.plugins:inf_coherence"])
-def test_failing_coherence_falls_back_to_greedy(configure, greedy_out, coherence):
+def test_a_run_where_every_question_fell_back_is_refused(configure, coherence):
     lm = configure(coherence=coherence)
-    assert lm.generate_until([request(q) for q in QUESTIONS]) == greedy_out
+    with pytest.raises(RuntimeError, match=r"all 3 questions fell back to plain greedy decoding"
+                                           r".*reasons: \{'scoring candidates': 3\}"):
+        lm.generate_until([request(q) for q in QUESTIONS])
     assert lm.get_model_info()["softreason_stats"]["fallbacks"] == 3
+
+
+def test_fallbacks_above_the_threshold_warn_and_are_recorded(tiny_model_dir, greedy_out, caplog):
+    lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", verifier=selective_verifier,
+                      max_fallback_rate=0.3, **FAST)
+    out = lm.generate_until([request(q) for q in QUESTIONS])
+    assert out[1] == greedy_out[1]
+    expected = ("softreason: 1 of 3 questions (33%) fell back to plain greedy decoding, more "
+                "than max_fallback_rate=0.3; reasons: {'verifying': 1}. These results are "
+                "partly greedy's.")
+    assert lm.get_model_info()["softreason_stats"]["warnings"] == [expected]
+    assert expected in caplog.text
+    lm.configure(verifier=selective_verifier, max_fallback_rate=0.34, **FAST)
+    lm.generate_until([request(q) for q in QUESTIONS])
+    assert lm.get_model_info()["softreason_stats"]["warnings"] == []
 
 
 def test_a_failing_bo_step_affects_only_its_question(configure, search_out, monkeypatch,
@@ -82,43 +100,47 @@ def test_a_failing_bo_step_affects_only_its_question(configure, search_out, monk
     assert sum(o == s for o, s in zip(out, search_out)) >= len(QUESTIONS) - 1
 
 
-def test_gp_failure_falls_back_and_is_counted(configure, greedy_out, search_out, monkeypatch,
-                                              caplog):
+def test_gp_failures_everywhere_are_refused_not_reported(configure, monkeypatch):
     def broken(*args, **kwargs):
         raise GPFitError("GP fit failed: singular")
 
     monkeypatch.setattr(bayesopt, "propose", broken)
     lm = configure()
-    out = lm.generate_until([request(q) for q in QUESTIONS])
-    stats = lm.get_model_info()["softreason_stats"]
-    falls = stats["fallbacks"]
-    # questions whose search stopped before needing the GP keep their search result
-    for i in range(3):
-        assert out[i] in (greedy_out[i], search_out[i])
-    assert falls == sum(o == g != s for o, g, s in zip(out, greedy_out, search_out)) or falls >= 1
-    if falls:
-        assert "GP fit failed" in caplog.text
+    with pytest.raises(RuntimeError, match=r"reasons: \{'proposing the next points': 3\}"):
+        lm.generate_until([request(q) for q in QUESTIONS])
 
 
-def test_empty_generation_falls_back(configure):
+def test_empty_generation_falls_back(configure, search_out):
     lm = configure(mode="greedy")
     probe = lm.generate_until([request(QUESTIONS[0], max_gen_toks=4)])[0]
-    first_piece = probe[:1]
     lm = configure()
     # every candidate stops at once on this stop string -> empty text -> greedy fallback
-    lm.generate_until([request(QUESTIONS[0], max_gen_toks=4, until=[first_piece])])
-    reasons = lm.get_model_info()["softreason_stats"]["fallback_reasons"]
-    assert reasons.get("empty generation", 0) <= 1
+    out = lm.generate_until([request(QUESTIONS[0], max_gen_toks=4, until=[probe[:1]]),
+                             request(QUESTIONS[1])])
+    assert out == ["", search_out[1]]
+    assert lm.get_model_info()["softreason_stats"]["fallback_reasons"] == {"empty generation": 1}
 
 
 def test_prompt_longer_than_context_falls_back_to_truncated_greedy(tiny_model_dir):
     lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", max_length=48, **FAST)
     long_prompt = " ".join(QUESTIONS * 4)
-    out = lm.generate_until([request(long_prompt, max_gen_toks=8), request(QUESTIONS[0], max_gen_toks=8)])
-    assert len(out) == 2
+    n_tokens = len(lm.tok_encode(long_prompt))
+    out = lm.generate_until([request(long_prompt, max_gen_toks=8),
+                             request(QUESTIONS[0], max_gen_toks=8)])
+    stock = HFLM(pretrained=tiny_model_dir, device="cpu", max_length=48)
+    assert out[0] == stock.generate_until([request(long_prompt, max_gen_toks=8)])[0]
+    assert n_tokens > 40
     assert lm.get_model_info()["softreason_stats"]["fallback_reasons"] == {
-        "prompt of 40+ tokens longer than the context (40)": 1
-    } or any(k.startswith("prompt of") for k in lm.get_model_info()["softreason_stats"]["fallback_reasons"])
+        "prompt longer than the context": 1}
+
+
+def test_max_gen_toks_beyond_the_context_is_refused_before_any_work(tiny_model_dir):
+    lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", max_length=48, **FAST)
+    with pytest.raises(ValueError, match=r"max_gen_toks=48 does not fit the model's context of "
+                                         r"max_length=48 tokens"):
+        lm.generate_until([request(QUESTIONS[0], max_gen_toks=8),
+                           request(QUESTIONS[1], max_gen_toks=48)])
+    assert lm.get_model_info()["softreason_stats"]["questions"] == 0
 
 
 def test_use_cache_refuses_another_configuration(configure, tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, _sample_inverse_cdf, prefill
+from lm_eval_softreason.engines.base import DecodeRow
+from lm_eval_softreason.engines.hf import BatchDecoder, _sample_inverse_cdf, prefill
 from tests.helpers import QUESTIONS
 
 
@@ -88,7 +89,7 @@ def test_prefill_keeps_only_the_last_logits(model_and_tok):
 
 def test_prefill_of_a_model_without_logits_to_keep(model_and_tok, monkeypatch):
     """Models whose forward lacks ``logits_to_keep`` get the full forward, same logits."""
-    from lm_eval_softreason import decoding
+    from lm_eval_softreason.engines import hf as decoding
 
     model, tok = model_and_tok
     ids = tok.encode(QUESTIONS[2])
@@ -149,7 +150,7 @@ def test_sampled_rows_identical_batched_or_alone(model_and_tok):
 
     def rows():
         out = [DecodeRow(s, first_token=s.greedy_token, temperature=0.9,
-                         generator=torch.Generator().manual_seed(i)) for i, s in enumerate(states)]
+                         seed=i) for i, s in enumerate(states)]
         return out + [DecodeRow(states[0], first_token=states[0].greedy_token)]
 
     together = [r.tokens for r in dec.decode(rows(), until=[], max_new_tokens=12)]

@@ -1,4 +1,4 @@
-"""Batched decoding from prefilled prompts, where the first generated position may be a vector.
+"""The Hugging Face engine: batched decoding from prefilled prompts with our own KV caches.
 
 Soft Reasoning decodes many candidates that share a prompt and differ only in the embedding fed
 at the first generated position. So a prompt is prefilled once (:func:`prefill`), its KV cache is
@@ -12,65 +12,54 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PromptState:
-    """A prompt after prefill: its KV cache (batch 1, per layer) and next-token logits."""
+class HFPromptState(PromptState):
+    """A prompt after prefill on the HF engine: its KV cache (batch 1, per layer)."""
 
-    kv: list[tuple[torch.Tensor, torch.Tensor]]
-    length: int
-    next_logits: torch.Tensor  # [vocab], float32
-    prefilled_tokens: int  # tokens actually run through the model (excludes a reused prefix)
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    @property
-    def greedy_token(self) -> int:
-        return int(torch.argmax(self.next_logits))
+    def state_bytes(self) -> int:
+        cache = sum(k.numel() * k.element_size() * 2 for k, _ in self.kv or [])
+        return cache + super().state_bytes()
 
 
-@dataclass
-class DecodeRow:
-    """One sequence to decode after a prompt.
+class HFEngine(Engine):
+    """:class:`Engine` on a loaded ``PreTrainedModel`` (what ``--model softreason`` uses)."""
 
-    ``first_token`` is emitted as the first output token (its text is part of the output);
-    ``first_embed`` is what the model is fed at the first generated position. With only
-    ``first_token`` this is ordinary decoding; with both it is Soft Reasoning's perturbed first
-    token (paper); with only ``first_embed`` it is a virtual token that emits no text
-    (reference code). ``temperature`` 0 means greedy for every later step.
-    """
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 eos_token_ids: Sequence[int], max_batch: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.decoder = BatchDecoder(model, tokenizer, eos_token_ids, max_batch)
 
-    prompt: PromptState
-    first_token: int | None = None
-    first_embed: torch.Tensor | None = None
-    temperature: float = 0.0
-    generator: torch.Generator | None = None
+    def prefill(self, token_ids: Sequence[int], prefix: PromptState | None = None) -> PromptState:
+        return prefill(self.model, token_ids, prefix)  # type: ignore[arg-type]
 
-    def __post_init__(self) -> None:
-        if self.first_token is None and self.first_embed is None:
-            raise ValueError("DecodeRow needs first_token, first_embed or both")
+    def decode(self, rows: Sequence[DecodeRow], until: Sequence[str],
+               max_new_tokens: int) -> list[DecodeResult]:
+        return self.decoder.decode(rows, until, max_new_tokens)
 
+    def input_embeddings(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight.detach()
 
-@dataclass
-class DecodeResult:
-    """What a row produced: its tokens, their log-probs and top-1/top-2 probability margins."""
-
-    tokens: list[int]
-    logprobs: list[float]
-    margins: list[float]
-    text: str = ""
-    stop_reason: str = ""
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.tokens)
+    def state_bytes_per_token(self) -> int:
+        """Keys and values of every layer for one token."""
+        cfg = self.model.config.get_text_config()
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        itemsize = model_dtype(self.model).itemsize
+        return 2 * cfg.num_hidden_layers * heads * head_dim * itemsize
 
 
 def model_dtype(model: PreTrainedModel) -> torch.dtype:
@@ -79,8 +68,8 @@ def model_dtype(model: PreTrainedModel) -> torch.dtype:
 
 @torch.inference_mode()
 def prefill(
-    model: PreTrainedModel, token_ids: Sequence[int], prefix: PromptState | None = None
-) -> PromptState:
+    model: PreTrainedModel, token_ids: Sequence[int], prefix: HFPromptState | None = None
+) -> HFPromptState:
     """Run a prompt through the model once, optionally continuing a prefilled ``prefix``.
 
     Prompts are prefilled one at a time: prefill is matrix-matrix work that batching barely
@@ -107,7 +96,7 @@ def prefill(
         use_cache=True, **extra,
     )
     kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    return PromptState(
+    return HFPromptState(
         kv=kv,
         length=start + ids.shape[1],
         next_logits=out.logits[0, -1].float().clone(),  # a copy: frees the model's logits
@@ -196,6 +185,8 @@ class BatchDecoder:
             mask[i, width - r.prompt.length:] = 1
         positions = torch.tensor([r.prompt.length for r in rows], device=device)
         stopper = StopChecker(self.tokenizer, until)
+        generators = [torch.Generator().manual_seed(r.seed) if r.temperature > 0 else None
+                      for r in rows]
 
         results = [DecodeResult(tokens=[], logprobs=[], margins=[]) for _ in rows]
         first = []
@@ -226,7 +217,8 @@ class BatchDecoder:
                 past_key_values=cache, use_cache=True,
             )
             logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-            next_tokens, chosen_lp, margins = _choose_batch(logp, [rows[i] for i in alive])
+            next_tokens, chosen_lp, margins = _choose_batch(
+                logp, [rows[i] for i in alive], [generators[i] for i in alive])
             for slot, i in enumerate(alive):
                 results[i].tokens.append(next_tokens[slot])
                 results[i].logprobs.append(chosen_lp[slot])
@@ -254,7 +246,7 @@ class BatchDecoder:
 
 
 def _choose_batch(
-    logp: torch.Tensor, rows: Sequence[DecodeRow]
+    logp: torch.Tensor, rows: Sequence[DecodeRow], generators: Sequence[torch.Generator | None]
 ) -> tuple[list[int], list[float], list[float]]:
     """Next token, its log-prob and the top-1/top-2 probability margin for every row.
 
@@ -266,7 +258,7 @@ def _choose_batch(
     if sampled:
         index = torch.tensor(sampled, device=logp.device)
         temps = torch.tensor([rows[s].temperature for s in sampled], device=logp.device)
-        uniform = torch.tensor([float(torch.rand(1, generator=rows[s].generator))
+        uniform = torch.tensor([float(torch.rand(1, generator=generators[s]))
                                 for s in sampled], dtype=torch.float64)
         tokens[index] = _sample_inverse_cdf(logp[index] / temps.unsqueeze(1), uniform)
     top2 = torch.topk(logp, 2, dim=-1).values.exp()
