@@ -8,6 +8,7 @@ signatures are the Protocols below.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -150,18 +151,39 @@ def import_callable(spec: str, what: str) -> Callable:
     return target
 
 
+def check_takes_one_argument(fn: Callable, what: str, documented: str) -> None:
+    """Refuse at load time a plug-in that could not be called the documented way; found
+    only at call time, every question would fall back to greedy."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: cannot tell, accept
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        params = ", ".join(signature.parameters)
+        raise ConfigError(
+            f"model_arg {what}={_display(fn)}: it takes ({params}), so it cannot be called as "
+            f"{documented}"
+        ) from None
+
+
+def _display(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
 def resolve_coherence(spec: str | Callable) -> CoherenceFn:
     """A coherence function from a name, an import path or a callable."""
-    if callable(spec):
-        return spec  # type: ignore[return-value]
-    if spec in COHERENCE:
+    if not callable(spec) and spec in COHERENCE:
         return COHERENCE[spec]
-    if ":" not in spec:
+    if not callable(spec) and ":" not in spec:
         raise ConfigError(
             f"model_arg coherence={spec!r} is unknown; built-ins: {', '.join(COHERENCE)}, "
             f"or an import path 'package.module:function'"
         )
-    return import_callable(spec, "coherence")  # type: ignore[return-value]
+    fn = spec if callable(spec) else import_callable(spec, "coherence")
+    check_takes_one_argument(fn, "coherence", "fn(logprobs: list[float]) -> float")
+    return fn  # type: ignore[return-value]
 
 
 def resolve_verifier_spec(spec: str | Callable) -> str | Callable:
@@ -169,16 +191,20 @@ def resolve_verifier_spec(spec: str | Callable) -> str | Callable:
 
     A class or factory with ``verify_many`` is used as a :class:`BatchVerifier`.
     """
-    if callable(spec):
+    if not callable(spec) and spec in VERIFIERS:
         return spec
-    if spec in VERIFIERS:
-        return spec
-    if ":" not in spec:
+    if not callable(spec) and ":" not in spec:
         raise ConfigError(
             f"model_arg verifier={spec!r} is unknown; built-ins: {', '.join(VERIFIERS)}, "
             f"or an import path 'package.module:function'"
         )
-    return import_callable(spec, "verifier")
+    target = spec if callable(spec) else import_callable(spec, "verifier")
+    if hasattr(target, "verify_many") and not isinstance(target, type):
+        check_takes_one_argument(target.verify_many, "verifier",
+                                 "verifier.verify_many(requests: list[VerifyRequest])")
+    elif not isinstance(target, type):
+        check_takes_one_argument(target, "verifier", "fn(request: VerifyRequest)")
+    return target
 
 
 def as_batch_verifier(target: Callable | object) -> BatchVerifier:

@@ -33,3 +33,13 @@ def inf_coherence(logprobs) -> float:
 
 def length_coherence(logprobs) -> float:
     return float(len(logprobs))
+
+
+def two_argument_coherence(logprobs, length) -> float:
+    """Not a CoherenceFn: needs a second argument."""
+    return 0.0
+
+
+def no_argument_verifier() -> list[float]:
+    """Not a VerifierFn: takes no request."""
+    return []

@@ -189,3 +189,50 @@ def test_interrupted_trace_is_repaired_on_rerun(tmp_path):
     w.write({"q": 3})
     w.close()
     assert read_trace(path) == [{"q": 1}, {"q": 3}]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"coherence": "tests.plugins:two_argument_coherence"},
+     r"model_arg coherence=tests.plugins:two_argument_coherence: it takes \(logprobs, length\), "
+     r"so it cannot be called as fn\(logprobs: list\[float\]\) -> float"),
+    ({"verifier": "tests.plugins:no_argument_verifier"},
+     r"model_arg verifier=tests.plugins:no_argument_verifier: it takes \(\), so it cannot be "
+     r"called as fn\(request: VerifyRequest\)"),
+])
+def test_plugins_that_cannot_take_the_documented_arguments_are_refused_at_load(tmp_path, args,
+                                                                              message):
+    with pytest.raises(ConfigError, match=message):
+        SoftReasonLM(pretrained=str(tmp_path / "never-loaded"), **args)
+
+
+def test_a_launch_lm_eval_did_not_shard_is_refused(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"launched as 2 processes \(WORLD_SIZE=2\), but "
+                                           r"lm-eval split the requests over 1"):
+        SoftReasonLM(pretrained=tiny_model_dir, device="cpu", **FAST)
+
+
+@pytest.mark.parametrize("other, changed", [({"max_length": 512}, "max_length"),
+                                            ({"dtype": "bfloat16"}, "dtype")])
+def test_use_cache_refuses_another_model_setting(tiny_model_dir, tmp_path, other, changed):
+    db = str(tmp_path / "cache.db")
+    lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", **FAST)
+    CachingLM(lm, db).generate_until([request(QUESTIONS[0])])
+    again = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", **FAST, **other)
+    with pytest.raises(ValueError, match=rf"differences, cached vs now: \{{'{changed}': "):
+        CachingLM(again, db)
+
+
+def test_weights_fingerprint_changes_with_the_weight_files(tiny_model_dir, tmp_path):
+    import shutil
+
+    from lm_eval_softreason.model import _weights_fingerprint
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    assert _weights_fingerprint(str(copy)) == _weights_fingerprint(tiny_model_dir)
+    (copy / "tokenizer.json").write_text("{}")  # not a weight file: same fingerprint
+    assert _weights_fingerprint(str(copy)) == _weights_fingerprint(tiny_model_dir)
+    with open(next(copy.glob("*.safetensors")), "ab") as fh:
+        fh.write(b"\0" * 8)  # same path, same config, other weights
+    assert _weights_fingerprint(str(copy)) != _weights_fingerprint(tiny_model_dir)
+    assert _weights_fingerprint("org/hub-model") is None
