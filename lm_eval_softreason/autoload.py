@@ -1,9 +1,17 @@
-"""Make the stock ``lm_eval`` CLI find the ``softreason`` model and our tasks.
+"""Let the stock ``lm_eval`` CLI find the ``softreason`` model, and change nothing else.
 
-lm-eval 0.4.13 has no plug-in discovery (entry points are never read), so a ``.pth`` file in
-site-packages calls :func:`install` at interpreter start. It must be invisible everywhere else:
-it only acts inside the lm-eval CLI, never raises, and is idempotent (site-packages can be
-processed twice). Our own console script calls ``install(force=True)``.
+lm-eval 0.4.13 reads no plug-in entry points, so a ``.pth`` file in site-packages calls
+:func:`install` at interpreter start. Inside the lm-eval CLI, and only there, it registers the
+model name ``softreason`` as a lazy placeholder: nothing else of ours is imported, no class is
+patched, no task folder is added and no environment variable is set, so a run that does not ask
+for ``--model softreason`` is exactly the run it would be without this package. It steps aside
+where lm-eval reads plug-in entry points itself (upstream PR #4013), never raises, is
+idempotent (site-packages can be processed twice), and ``LM_EVAL_SOFTREASON_AUTOLOAD=0`` turns
+it off.
+
+Our tasks come with our own console script, ``lm-eval-softreason``, which calls
+``install(force=True)``; with the stock CLI, pass ``--include_path`` (README, "How lm-eval
+finds the plug-in").
 """
 
 from __future__ import annotations
@@ -12,14 +20,21 @@ import os
 import sys
 
 _CLI_NAMES = {"lm_eval", "lm-eval"}
-_installed = False
-_include_paths: list[str] = []
+_INCLUDE_PATH_FLAG = "--include_path"
+MODEL_TARGET = "lm_eval_softreason.model:SoftReasonLM"
 
 
-def seen_include_paths() -> tuple[str, ...]:
-    """User ``--include_path`` folders passed to any TaskManager in this process, so answer
-    extraction can find tasks that live there."""
-    return tuple(_include_paths)
+def seen_include_paths(argv: list[str] | None = None) -> tuple[str, ...]:
+    """The ``--include_path`` folder on this process's lm-eval command line (the last one wins,
+    as in lm-eval's parser), so answer extraction can find tasks that live there."""
+    args = list(sys.argv if argv is None else argv)
+    found: tuple[str, ...] = ()
+    for i, arg in enumerate(args):
+        if arg == _INCLUDE_PATH_FLAG and i + 1 < len(args):
+            found = (args[i + 1],)
+        elif arg.startswith(_INCLUDE_PATH_FLAG + "="):
+            found = (arg.split("=", 1)[1],)
+    return found
 
 
 def is_lm_eval_cli(argv: list[str] | None = None) -> bool:
@@ -34,6 +49,14 @@ def is_lm_eval_cli(argv: list[str] | None = None) -> bool:
     return False
 
 
+def harness_reads_entry_points() -> bool:
+    """True for an lm-eval with entry-point plug-in discovery (upstream PR #4013 added
+    ``lm_eval.api.registry.load_plugins``): it finds our ``lm_eval.models`` entry point itself."""
+    from lm_eval.api import registry
+
+    return callable(getattr(registry, "load_plugins", None))
+
+
 def register_model() -> None:
     """Register ``softreason`` as a lazy placeholder without hiding lm-eval's built-ins.
 
@@ -44,13 +67,14 @@ def register_model() -> None:
     from lm_eval.api.registry import model_registry
 
     if "softreason" not in model_registry.keys():
-        model_registry.register("softreason", target="lm_eval_softreason.model:SoftReasonLM")
+        model_registry.register("softreason", target=MODEL_TARGET)
 
 
 def add_tasks_to_task_manager() -> None:
-    """Prepend our task folder to every ``TaskManager``'s include paths.
+    """Prepend our task folder to every ``TaskManager``'s include paths (our console script).
 
-    Ours go before the user's ``--include_path`` so that a user's same-named task still wins.
+    Our task names are our own, so this adds tasks and changes none of lm-eval's; ours go before
+    the user's ``--include_path`` so that a user's same-named task still wins.
     """
     from lm_eval.tasks.manager import TaskManager
 
@@ -66,34 +90,24 @@ def add_tasks_to_task_manager() -> None:
         )
         ours = tasks_dir()
         paths = [ours] + [p for p in extra if str(p) != ours]
-        _include_paths.extend(str(p) for p in paths[1:] if str(p) not in _include_paths)
         original_init(self, *args, include_path=paths, **kwargs)
 
     __init__._softreason_patched = True  # type: ignore[attr-defined]
     TaskManager.__init__ = __init__  # type: ignore[method-assign]
 
 
-def cpu_defaults() -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` unless the user chose: on 2 cores it decoded 1.3-2.6x faster
-    than the default in benchmarks/bench_cpu_settings.py (docs/performance.md). OpenMP reads it
-    once, when torch loads, so this must run before ``import torch``."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def install(force: bool = False) -> None:
-    """Register the model and tasks; with ``force=False`` only inside the lm-eval CLI."""
-    global _installed
-    if _installed:
-        return
+    """The ``.pth`` hook (``force=False``): register the model name, only inside the lm-eval
+    CLI of a harness without plug-in discovery. Our console script (``force=True``): the same
+    wherever needed, plus our tasks; errors propagate there."""
     if not force and (os.environ.get("LM_EVAL_SOFTREASON_AUTOLOAD", "1") == "0"
                       or not is_lm_eval_cli()):
         return
     try:
-        cpu_defaults()
-        register_model()
-        add_tasks_to_task_manager()
-        _installed = True
+        if not harness_reads_entry_points():
+            register_model()
+        if force:
+            add_tasks_to_task_manager()
     except Exception as exc:  # a broken hook must never break the interpreter
         if force:
             raise

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def tasks_dir() -> str:
-    """Return the folder holding our task YAMLs (``svamp``, offline ``gsm8k`` family).
+    """Return the folder holding our task YAMLs (``svamp``, the ``gsm8k*_offline`` variants).
 
     A wheel installs them inside the package (``lm_eval_softreason/tasks``); an editable
     install or a source checkout keeps them in the repository's top-level ``tasks/``.

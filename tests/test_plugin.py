@@ -1,17 +1,40 @@
-"""How lm-eval finds us: registry, the .pth autoload hook, the console scripts."""
+"""How lm-eval finds us (registry, the .pth autoload hook, entry points, the console scripts),
+and that installing us changes no run that does not ask for our model or tasks."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason.autoload import is_lm_eval_cli
+from lm_eval_softreason import autoload
+from lm_eval_softreason.autoload import MODEL_TARGET, is_lm_eval_cli, seen_include_paths
 from lm_eval_softreason.tasks_path import tasks_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BAD_DATA_DIR = "/nonexistent/softreason-data"
+# Run as a script named lm_eval, so the .pth hook takes it for the lm-eval CLI: what the hook
+# left behind at interpreter start, before lm-eval does anything.
+PROBE = """\
+import json, os, sys
+import lm_eval.models  # what get_model does first, so the built-ins are listed either way
+from lm_eval.api.registry import model_registry
+from lm_eval.tasks import TaskManager
+print(json.dumps({
+    "models": {name: str(target) for name, target in model_registry.items()},
+    "task_manager_init": TaskManager.__init__.__module__,
+    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    "our_modules": sorted(m for m in sys.modules if m.startswith("lm_eval_softreason")),
+    "torch": "torch" in sys.modules,
+}))
+"""
 
 SVAMP = [{"ID": f"chal-{i}", "Body": f"Tom had {i + 3} apples.", "Question": "He ate 2. How many are left?",
           "Equation": f"( {i + 3}.0 - 2.0 )", "Answer": float(i + 1), "Type": "Subtraction"}
@@ -26,9 +49,9 @@ def data_dir(tmp_path_factory):
     return str(root)
 
 
-def run(args, data_dir, cwd):
+def run(args, data_dir, cwd, **env):
     env = {**os.environ, "SOFTREASON_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
@@ -44,6 +67,128 @@ def run(args, data_dir, cwd):
 ])
 def test_autoload_acts_only_inside_the_lm_eval_cli(argv, expected):
     assert is_lm_eval_cli(argv) is expected
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["lm-eval", "--model", "hf", "--include_path", "my/tasks"], ("my/tasks",)),
+    (["lm-eval", "run", "--include_path=my/tasks", "--tasks", "x"], ("my/tasks",)),
+    (["lm-eval", "--include_path", "a", "--include_path", "b"], ("b",)),  # argparse: last wins
+    (["lm-eval", "--model", "hf", "--tasks", "x"], ()),
+    (["lm-eval", "--include_path"], ()),
+])
+def test_seen_include_paths_reads_the_command_line(argv, expected):
+    assert seen_include_paths(argv) == expected
+
+
+def probe(tmp_path, **env):
+    """Run PROBE as the lm-eval CLI with a bad SOFTREASON_DATA_DIR; return what it printed."""
+    script = tmp_path / "lm_eval"
+    script.write_text(PROBE)
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_WAIT_POLICY", "LM_EVAL_SOFTREASON_AUTOLOAD")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env={**base, "SOFTREASON_DATA_DIR": BAD_DATA_DIR, **env})
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_hook_registers_the_model_name_and_nothing_else(tmp_path):
+    """With the hook, the lm-eval CLI starts exactly as without it (LM_EVAL_SOFTREASON_AUTOLOAD=0)
+    except for one lazy registry entry: TaskManager is lm-eval's own, no environment default is
+    set, and neither torch nor our model, tasks or data loaders are imported."""
+    off = probe(tmp_path, LM_EVAL_SOFTREASON_AUTOLOAD="0")
+    on = probe(tmp_path)
+    assert "softreason" not in off["models"] and "hf" in off["models"]
+    assert on == {**off, "models": {**off["models"], "softreason": MODEL_TARGET}}
+    assert off["task_manager_init"] == "lm_eval.tasks.manager"
+    assert off["omp_wait_policy"] is None and off["torch"] is False
+    assert off["our_modules"] == ["lm_eval_softreason", "lm_eval_softreason.autoload"]
+
+
+@pytest.fixture
+def hook_calls(monkeypatch):
+    """Run install() as if inside the lm-eval CLI, recording what it would do to this process."""
+    calls: list[str] = []
+    monkeypatch.setattr(autoload, "is_lm_eval_cli", lambda: True)
+    monkeypatch.setattr(autoload, "register_model", lambda: calls.append("model"))
+    monkeypatch.setattr(autoload, "add_tasks_to_task_manager", lambda: calls.append("tasks"))
+    monkeypatch.delenv("LM_EVAL_SOFTREASON_AUTOLOAD", raising=False)
+    return calls
+
+
+def test_hook_registers_the_model_only(hook_calls):
+    autoload.install()
+    assert hook_calls == ["model"]
+    autoload.install(force=True)  # the console script: tasks too
+    assert hook_calls == ["model", "model", "tasks"]
+
+
+def test_hook_steps_aside_where_lm_eval_reads_entry_points(hook_calls, monkeypatch):
+    """An lm-eval with upstream's plug-in discovery finds our entry point itself."""
+    import lm_eval.api.registry
+
+    assert not autoload.harness_reads_entry_points()
+    monkeypatch.setattr(lm_eval.api.registry, "load_plugins", lambda group, registry: [],
+                        raising=False)
+    assert autoload.harness_reads_entry_points()
+    autoload.install()
+    assert hook_calls == []
+    autoload.install(force=True)  # our tasks still need the console script
+    assert hook_calls == ["tasks"]
+
+
+def test_hook_switch_off(hook_calls, monkeypatch):
+    monkeypatch.setenv("LM_EVAL_SOFTREASON_AUTOLOAD", "0")
+    autoload.install()
+    assert hook_calls == []
+
+
+def test_hook_never_raises(hook_calls, monkeypatch, capsys):
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(autoload, "register_model", broken)
+    autoload.install()
+    assert capsys.readouterr().err == (
+        "lm_eval_softreason: autoload skipped (RuntimeError('boom'))\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        autoload.install(force=True)
+
+
+def test_entry_points_match_upstream_plugin_discovery():
+    """Upstream's group "lm_eval.models" maps the --model name to "module:Class" of an LM
+    subclass; it reads no task entry points. The hook registers the same target."""
+    from lm_eval.api.model import LM
+
+    from lm_eval_softreason.model import SoftReasonLM
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"] == {"lm_eval.models": {"softreason": MODEL_TARGET}}
+    assert MODEL_TARGET == "lm_eval_softreason.model:SoftReasonLM"
+    assert issubclass(SoftReasonLM, LM)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "PASSIVE"),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice stays
+])
+def test_cpu_defaults_for_our_model_start_up(env, expected):
+    code = ("import os; from lm_eval_softreason.runtime_env import apply_cpu_defaults; "
+            "apply_cpu_defaults(); print(os.environ.get('OMP_WAIT_POLICY'))")
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**base, **env})
+    assert out.stdout.strip() == expected, out.stderr[-2000:]
+
+
+def test_cpu_defaults_leave_the_environment_once_torch_is_loaded():
+    """OpenMP has read the variable by then; setting it would only mislead."""
+    code = ("import os, torch; from lm_eval_softreason.runtime_env import apply_cpu_defaults; "
+            "apply_cpu_defaults(); print(os.environ.get('OMP_WAIT_POLICY'))")
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=base)
+    assert out.stdout.strip() == "None", out.stderr[-2000:]
 
 
 def test_hook_is_inert_in_other_processes():
@@ -67,14 +212,48 @@ def test_tasks_dir_holds_our_tasks():
     assert {"svamp", "gsm8k_offline"} <= names
 
 
+def normalised(text):
+    """A log without what differs between two identical runs: timestamps, progress bars."""
+    lines = (re.sub(r"^\d{4}-\d\d-\d\d:\d\d:\d\d:\d\d ", "", line)
+             for line in text.splitlines())
+    return [line for line in lines if "it/s]" not in line]
+
+
+@pytest.mark.slow
+def test_stock_run_is_the_same_with_the_plug_in_and_a_bad_data_dir(tiny_model_dir, tmp_path):
+    """`lm_eval --model hf --tasks gsm8k` with SOFTREASON_DATA_DIR pointing nowhere: the same
+    exit code, output and log as with the hook off (offline it stops on lm-eval's own dataset
+    error; our loaders are never involved), and no task is overridden."""
+    cmd = [str(BIN / "lm_eval"), "--model", "hf", "--model_args",
+           f"pretrained={tiny_model_dir}", "--tasks", "gsm8k", "--limit", "1"]
+    on = run(cmd, BAD_DATA_DIR, tmp_path)
+    off = run(cmd, BAD_DATA_DIR, tmp_path, LM_EVAL_SOFTREASON_AUTOLOAD="0")
+    assert (on.returncode, on.stdout) == (off.returncode, off.stdout)
+    assert normalised(on.stderr) == normalised(off.stderr)
+    assert "overrides existing task" not in on.stderr and "DataDirError" not in on.stderr
+
+
+@pytest.mark.slow
+def test_console_script_adds_our_tasks_beside_stock_ones(tmp_path):
+    """`lm-eval-softreason ls tasks`: ours listed, stock gsm8k still lm-eval's, nothing
+    overridden."""
+    out = run([str(BIN / "lm-eval-softreason"), "ls", "tasks"], BAD_DATA_DIR, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "overrides existing task" not in out.stderr
+    rows = {cells[0]: cells[1] for line in out.stdout.splitlines()
+            if (cells := [c.strip() for c in line.strip("|").split("|")]) and len(cells) > 1}
+    assert rows["gsm8k"] == "lm_eval/tasks/gsm8k/gsm8k.yaml"
+    assert rows["gsm8k_offline"] == str(Path(tasks_dir()) / "gsm8k_offline" / "gsm8k.yaml")
+    assert rows["svamp"] == str(Path(tasks_dir()) / "svamp" / "svamp.yaml")
+
+
 @pytest.mark.slow
 def test_stock_lm_eval_cli_runs_softreason_on_svamp(tiny_model_dir, data_dir, tmp_path):
-    """The stock `lm_eval` command: model found through the .pth hook, svamp without
+    """The stock `lm_eval` command: model found through the .pth hook, our tasks through
     --include_path, results table printed and results JSON carrying our settings."""
-    exe = Path(sys.executable).with_name("lm_eval")
-    out = run([str(exe), "--model", "softreason", "--model_args",
+    out = run([str(BIN / "lm_eval"), "--model", "softreason", "--model_args",
                f"pretrained={tiny_model_dir},max_rounds=1,n_init=2,batch=2,proj_dim=4,"
-               "verifier_max_tokens=4",
+               "verifier_max_tokens=4", "--include_path", tasks_dir(),
                "--tasks", "svamp", "--limit", "2", "--gen_kwargs", "max_gen_toks=6",
                "--output_path", str(tmp_path / "out")], data_dir, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -120,4 +299,5 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     assert "lm_eval_softreason/tasks/gsm8k_offline/gsm8k.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
-    assert "[lm_eval.models]" in text and "softreason = lm_eval_softreason.model:SoftReasonLM" in text
+    assert "[lm_eval.models]\nsoftreason = lm_eval_softreason.model:SoftReasonLM\n" in text
+    assert "[lm_eval.tasks]" not in text
