@@ -1,4 +1,4 @@
-"""``lm-eval-softreason``: lm-eval's own CLI with our model and tasks loaded, plus ``gate``.
+"""``lm-eval-softreason``: lm-eval's own CLI with our model and tasks loaded, plus our commands.
 
 Every stock flag works because everything except our own subcommands is handed to
 ``lm_eval.__main__.cli_evaluate`` unchanged. ``python -m lm_eval_softreason`` is the same
@@ -7,16 +7,44 @@ program, so ``accelerate launch -m lm_eval_softreason ...`` runs data-parallel.
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+# Our subcommands: name -> ("module:function" taking the remaining argv, one-line summary).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "gate": ("lm_eval_softreason.gate:main",
+             "compare lm-eval results with a baseline; exit 1 on a regression"),
+}
+HELP_FLAGS = ("-h", "--help")
+
+
+def help_header() -> str:
+    """What ``lm-eval-softreason --help`` prints before lm-eval's own help, which never
+    mentions our subcommands."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "lm-eval-softreason: lm-eval's command line with the softreason model and this "
+        "package's tasks",
+        "(svamp, svamp_cot, gsm8k*_offline) loaded; every lm-eval command and flag works "
+        "unchanged.",
+        "",
+        "lm-eval-softreason's own commands (each has --help):",
+        *(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()),
+        "",
+        "lm-eval's help follows.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch ``gate`` to the regression gate, everything else to lm-eval's CLI."""
+    """Dispatch our subcommands to their modules, everything else to lm-eval's CLI."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "gate":
-        from lm_eval_softreason.gate import main as gate_main
-
-        sys.exit(gate_main(args[1:]))
+    if args and args[0] in COMMANDS:
+        module, _, function = COMMANDS[args[0]][0].partition(":")
+        sys.exit(getattr(importlib.import_module(module), function)(args[1:]))
+    if not args or args[0] in HELP_FLAGS:
+        print(help_header())
 
     from lm_eval_softreason.autoload import install
 

@@ -15,6 +15,7 @@ import pytest
 
 from lm_eval_softreason import autoload
 from lm_eval_softreason.autoload import MODEL_TARGET, is_lm_eval_cli, seen_include_paths
+from lm_eval_softreason.cli import help_header
 from lm_eval_softreason.tasks_path import tasks_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,6 +190,16 @@ def test_cpu_defaults_leave_the_environment_once_torch_is_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env=base)
     assert out.stdout.strip() == "None", out.stderr[-2000:]
+
+
+def test_console_script_help_lists_our_commands():
+    out = subprocess.run([str(BIN / "lm-eval-softreason"), "--help"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(help_header())
+    assert "\n  gate  compare lm-eval results with a baseline; exit 1 on a regression\n" in (
+        help_header())
+    assert out.stdout[len(help_header()):].startswith("\nusage: lm-eval [-h] COMMAND ...")
 
 
 def test_hook_is_inert_in_other_processes():
