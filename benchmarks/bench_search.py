@@ -18,6 +18,10 @@ alike; ratios are what to read, absolute numbers move with the machine.
      call per question, same configuration.
   e. peak resident memory (RSS high-water mark) of each of the above.
 
+The speed goals (a, c, d) are judged only on a real model (``--model``); on the tests' tiny
+model, where per-call overheads rather than the model decide them, they are shown without a
+verdict.
+
 Usage::
 
     python benchmarks/bench_search.py --quick                       # CI-sized, tiny model
@@ -295,24 +299,31 @@ def fmt(x: float, nd: int = 1) -> str:
     return f"{x:,.{nd}f}"
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def goal(target: str, ok: bool, applies: bool = True) -> list[str]:
+    """The goal and status cells; a goal that does not apply shows no verdict."""
+    if not applies:
+        return [f"({target} on a real model)", ""]
+    return [target, "met" if ok else "NOT met"]
 
 
 def report(res: dict) -> str:
     a, b = res["decode"], res["prefill"]
     lock, seq, greedy = res["lockstep"], res["sequential"], res["greedy"]
     gp = res["gp"]
+    # The speed goals are about real models: on the tests' tiny one (--quick, or no --model)
+    # per-call overheads, not the model, decide throughput and time shares. Token counts are
+    # the same on any model.
+    timed = not res["config"]["tiny_model"]
     rows = [
         ["a. candidate throughput, end to end (tok/s)", fmt(a["ours"]["tok_per_s"]),
-         f"HF generate: {fmt(a['hf']['tok_per_s'])}", f"{a['ratio']:.2f}", ">= 0.9",
-         verdict(a["ratio"] >= 0.9)],
+         f"HF generate: {fmt(a['hf']['tok_per_s'])}", f"{a['ratio']:.2f}",
+         *goal(">= 0.9", a["ratio"] >= 0.9, timed)],
         ["a. candidate throughput, decode steps only (tok/s)", fmt(a["ours"]["decode_tok_per_s"]),
          f"HF generate: {fmt(a['hf']['decode_tok_per_s'])}", f"{a['decode_ratio']:.2f}",
-         ">= 0.9", verdict(a["decode_ratio"] >= 0.9)],
+         *goal(">= 0.9", a["decode_ratio"] >= 0.9, timed)],
         ["b. candidate-prompt prefill (tok/question)", fmt(b["candidate_per_q"]),
-         f"greedy: {fmt(b['greedy_per_q'])}", f"{b['candidate_ratio']:.2f}", "<= 1.1",
-         verdict(b["candidate_ratio"] <= 1.1)],
+         f"greedy: {fmt(b['greedy_per_q'])}", f"{b['candidate_ratio']:.2f}",
+         *goal("<= 1.1", b["candidate_ratio"] <= 1.1)],
         ["b. same, if each candidate re-ran its prompt", fmt(b["naive_per_q"]),
          f"greedy: {fmt(b['greedy_per_q'])}", f"{b['naive_ratio']:.2f}", "(context)", ""],
         ["b. verifier prefill (tok/question)", fmt(b["verifier_per_q"]),
@@ -321,11 +332,11 @@ def report(res: dict) -> str:
          "", "", "(reported)", ""],
         ["c. GP fit + acquisition share of softreason wall", f"{fmt(gp['propose_s'], 2)} s",
          f"wall: {fmt(gp['wall_s'], 1)} s, {gp['calls']} BO rounds", f"{100 * gp['share']:.2f} %",
-         "<= 3 %", verdict(gp["share"] <= 0.03)],
+         *goal("<= 3 %", gp["share"] <= 0.03, timed)],
         ["d. wall per question, lock-step vs one call per question (s)",
          fmt(lock["wall_per_question_s"], 2),
          f"one-by-one: {fmt(seq['wall_per_question_s'], 2)}", f"{res['lockstep_ratio']:.2f}",
-         "< 1 (faster)", verdict(res["lockstep_ratio"] < 1)],
+         *goal("< 1 (faster)", res["lockstep_ratio"] < 1, timed)],
         ["d. (context) greedy wall per question (s)", fmt(greedy["wall_per_question_s"], 2),
          "", f"softreason/greedy {lock['wall_s'] / greedy['wall_s']:.1f}x", "", ""],
     ]
@@ -472,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res = {
         "machine": machine,
-        "config": {"model": label, "question_source": source, "questions": nq,
+        "config": {"model": label, "tiny_model": args.model is None,
+                   "question_source": source, "questions": nq,
                    "dataset": args.dataset, "dtype": args.dtype,
                    "max_new_tokens": args.max_new_tokens,
                    "verifier_max_tokens": args.verifier_max_tokens, "n_init": args.n_init,
