@@ -226,7 +226,7 @@ def test_use_cache_refuses_another_model_setting(tiny_model_dir, tmp_path, other
 def test_weights_fingerprint_changes_with_the_weight_files(tiny_model_dir, tmp_path):
     import shutil
 
-    from lm_eval_softreason.model import _weights_fingerprint
+    from lm_eval_softreason.lm import weights_fingerprint as _weights_fingerprint
 
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
     assert _weights_fingerprint(str(copy)) == _weights_fingerprint(tiny_model_dir)

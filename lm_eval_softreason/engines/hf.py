@@ -54,16 +54,19 @@ class HFEngine(Engine):
         return self.model.get_input_embeddings().weight.detach()
 
     def state_bytes_per_token(self) -> int:
-        """Keys and values of every layer for one token."""
-        cfg = self.model.config.get_text_config()
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        itemsize = model_dtype(self.model).itemsize
-        return 2 * cfg.num_hidden_layers * heads * head_dim * itemsize
+        return kv_bytes_per_token(self.model)
 
 
 def model_dtype(model: PreTrainedModel) -> torch.dtype:
     return next(model.parameters()).dtype
+
+
+def kv_bytes_per_token(model: PreTrainedModel) -> int:
+    """Keys and values of every layer for one token: what a row or a prompt state costs."""
+    cfg = model.config.get_text_config()
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * heads * head_dim * model_dtype(model).itemsize
 
 
 @torch.inference_mode()
