@@ -19,10 +19,16 @@ from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The prompt of our svamp / gsm8k_cot_zeroshot tasks (doc_to_text), and their stop strings.
-PROMPT = "Q: {question}\nA: Let's think step by step."
+# The task each --dataset stands for, its prompt (the task's doc_to_text, as a str.format
+# template; tests/test_tasks.py checks that they agree) and the tasks' stop strings.
+TASKS = {"svamp": "svamp", "gsm8k": "gsm8k_cot_zeroshot_offline"}
+PROMPTS = {
+    "svamp": "Q: {question}\nEnd your response with \"The answer is N.\", where N is the final "
+             "answer as a number.\nA: Let's think step by step.",
+    "gsm8k": "Q: {question}\nA: Let's think step by step.",
+}
+PROMPT = PROMPTS["svamp"]
 UNTIL = ["Q:", "</s>", "<|im_end|>"]
-TASKS = {"svamp": "svamp", "gsm8k": "gsm8k_cot_zeroshot"}
 
 # Used only when SOFTREASON_DATA_DIR is unset (CI without the shared data).
 BUILTIN_QUESTIONS = [

@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with C.model_dir(args.model) as (path, label):
         qs, source = C.questions(args.questions, args.dataset)
-        prompts = [C.PROMPT.format(question=q) for q in qs]
+        prompts = [C.PROMPTS[args.dataset].format(question=q) for q in qs]
         task = C.TASKS[args.dataset]
         lm = SoftReasonLM(
             pretrained=path, device="cpu", dtype=args.dtype, batch_size=args.batch_size,

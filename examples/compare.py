@@ -20,8 +20,8 @@ same task, so ``greedy`` and ``softreason`` of a task always run before its ``sc
 
 Example::
 
-    python examples/compare.py --model MODEL_DIR --tasks svamp,gsm8k_cot_zeroshot \\
-        --strategies greedy,sc,softreason --limit svamp=100,gsm8k_cot_zeroshot=50 \\
+    python examples/compare.py --model MODEL_DIR --tasks svamp,gsm8k_cot_zeroshot_offline \\
+        --strategies greedy,sc,softreason --limit svamp=100,gsm8k_cot_zeroshot_offline=50 \\
         --apply-chat-template --out results/compare
 """
 
@@ -44,7 +44,7 @@ SCHEMA = 1
 BUDGET_STRATEGY = "sc"
 BUDGET_REFERENCE = "softreason"  # what sc's budget is matched to ...
 BUDGET_UNIT = "greedy"  # ... in units of one greedy chain
-HF_SC_TASK = "gsm8k_cot_self_consistency"
+HF_SC_TASK = "gsm8k_cot_self_consistency_offline"
 HF_SC_STRATEGY = "hf_sc"
 HF_SC_REPEATS = 64  # the task's own number of samples per question
 HF_DEFAULT_BATCH = 16  # HFLM's batch_size=auto probes huge batches; too slow on a CPU
@@ -84,7 +84,8 @@ STRATEGIES: dict[str, Strategy] = {
                  "CoT-decoding: top-k first tokens, pick by answer confidence"),
     )
 }
-# Table/plot order; hf_sc (lm-eval's own gsm8k_cot_self_consistency with --model hf) is last.
+# Table/plot order; hf_sc (lm-eval's gsm8k_cot_self_consistency, offline copy, with --model hf)
+# is last.
 ORDER = [*STRATEGIES, HF_SC_STRATEGY]
 
 
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated strategy names (see below)")
     p.add_argument("--limit", default=None,
                    help="questions per task: N for every task, or task=N pairs "
-                        "(svamp=100,gsm8k_cot_zeroshot=50), optionally with a bare default N")
+                        "(svamp=100,gsm8k_cot_zeroshot_offline=50), optionally with a bare "
+                        "default N")
     p.add_argument("--seed", type=int, default=1234,
                    help="lm-eval's random/numpy/torch/fewshot seeds and model_arg seed")
     p.add_argument("--apply-chat-template", action="store_true",
@@ -290,7 +292,7 @@ def hf_args(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def hf_sc_config(task_manager: Any, repeats: int) -> dict[str, Any]:
-    """gsm8k_cot_self_consistency's full config with ``repeats`` samples per question.
+    """gsm8k_cot_self_consistency_offline's full config with ``repeats`` samples per question.
 
     Its vote over all samples is renamed ``maj@64`` -> ``maj@<repeats>``; a ``maj@k`` vote over
     the first k samples is kept only for k < repeats (lm-eval asserts that k samples exist).
@@ -451,7 +453,8 @@ class Runner:
         return cell
 
     def _run_hf_sc(self) -> dict[str, Any]:
-        """lm-eval's own gsm8k_cot_self_consistency with a plain HFLM (``--model hf``)."""
+        """lm-eval's gsm8k_cot_self_consistency (our offline copy: same prompt, filters and
+        metrics) with a plain HFLM (``--model hf``)."""
         from lm_eval.models.huggingface import HFLM
 
         task_name, strategy = HF_SC_TASK, HF_SC_STRATEGY

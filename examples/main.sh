@@ -2,7 +2,7 @@
 # The main job: install, build the offline Qwen2.5-Coder-0.5B-Instruct from ../shared/assets,
 # and evaluate Soft Reasoning on SVAMP (zero-shot CoT, chat template) with the shared data.
 #   bash examples/main.sh                 # 5 problems
-#   LIMIT=100 TASKS=svamp,gsm8k_cot_zeroshot bash examples/main.sh
+#   LIMIT=100 TASKS=svamp,gsm8k_cot_zeroshot_offline bash examples/main.sh
 set -euo pipefail
 source "$(dirname "$0")/../.ci/setup.sh"
 

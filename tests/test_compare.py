@@ -114,25 +114,25 @@ def test_end_to_end_resume_and_report(compare, tiny_model_dir, svamp_dir, tmp_pa
 
 
 def test_parse_limits(compare):
-    tasks = ["svamp", "gsm8k_cot_zeroshot"]
+    tasks = ["svamp", "gsm8k_cot_zeroshot_offline"]
     assert compare.parse_limits(None, tasks)["svamp"] is None
-    assert compare.parse_limits("5", tasks)["gsm8k_cot_zeroshot"] == 5
-    both = compare.parse_limits("svamp=100,gsm8k_cot_zeroshot=50", tasks)
-    assert (both["svamp"], both["gsm8k_cot_zeroshot"]) == (100, 50)
+    assert compare.parse_limits("5", tasks)["gsm8k_cot_zeroshot_offline"] == 5
+    both = compare.parse_limits("svamp=100,gsm8k_cot_zeroshot_offline=50", tasks)
+    assert (both["svamp"], both["gsm8k_cot_zeroshot_offline"]) == (100, 50)
     mixed = compare.parse_limits("7,svamp=100", tasks)
-    assert (mixed["svamp"], mixed["gsm8k_cot_zeroshot"]) == (100, 7)
+    assert (mixed["svamp"], mixed["gsm8k_cot_zeroshot_offline"]) == (100, 7)
     with pytest.raises(SystemExit):
-        compare.parse_limits("gsm8k=3", tasks)
+        compare.parse_limits("gsm8k_offline=3", tasks)
     with pytest.raises(SystemExit):
         compare.parse_limits("svamp=-1", tasks)
 
 
 def test_plan_runs_budget_sources_before_sc(compare):
-    plan = compare.plan_cells(["svamp", "gsm8k_cot_zeroshot"],
+    plan = compare.plan_cells(["svamp", "gsm8k_cot_zeroshot_offline"],
                               ["sc", "fire", "softreason", "greedy"], baseline_hf_sc=True)
     assert plan[:4] == [("svamp", "greedy"), ("svamp", "softreason"), ("svamp", "fire"),
                         ("svamp", "sc")]
-    assert plan[-1] == ("gsm8k_cot_self_consistency", "hf_sc")
+    assert plan[-1] == ("gsm8k_cot_self_consistency_offline", "hf_sc")
     assert len(plan) == 9
 
 
@@ -201,13 +201,14 @@ def test_baseline_hf_sc_cell(compare, tiny_model_dir, svamp_dir, tmp_path, capsy
             "--limit", "1", "--gen-kwargs", "max_gen_toks=8", "--baseline-hf-sc",
             "--hf-sc-repeats", "2", "--out", str(out)]
     assert compare.main(argv) == 0
-    cell = json.loads((out / "cells" / "gsm8k_cot_self_consistency__hf_sc.json").read_text())
+    cell_file = out / "cells" / "gsm8k_cot_self_consistency_offline__hf_sc.json"
+    cell = json.loads(cell_file.read_text())
     assert cell["repeats"] == 2 and cell["label"] == "hf_sc (N=2)"
     assert "exact_match,maj@2" in cell["metrics"]
     assert cell["accuracy_strict"] == cell["metrics"]["exact_match,maj@2"]
     assert cell["accuracy_flexible"] is None
     assert cell["n"] == 1 and 0 < cell["tokens_generated_per_q"] and cell["wall_time_per_q_s"] > 0
-    assert "| gsm8k_cot_self_consistency | hf_sc (N=2) |" in capsys.readouterr().out
+    assert "| gsm8k_cot_self_consistency_offline | hf_sc (N=2) |" in capsys.readouterr().out
 
 
 def test_table_warns_about_cells_with_fallbacks(compare):

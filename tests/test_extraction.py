@@ -16,8 +16,9 @@ from lm_eval_softreason.answers import normalize_answer
 from lm_eval_softreason.extraction import AnswerExtractor, get_answer_extractor
 from lm_eval_softreason.tasks_path import tasks_dir
 
-TASKS = ["svamp", "svamp_cot", "gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot", "gsm8k_cot_llama",
-         "gsm8k_cot_self_consistency"]
+# Our tasks folder's tasks: svamp and the offline copies of lm-eval's gsm8k tasks (same filters).
+TASKS = ["svamp", "svamp_cot", "gsm8k_offline", "gsm8k_cot_offline", "gsm8k_cot_zeroshot_offline",
+         "gsm8k_cot_llama_offline", "gsm8k_cot_self_consistency_offline"]
 TEXTS = [
     "15 + 27 = 42. The answer is 42.",
     "15 + 27 = 42. The answer is 42",  # gsm8k_cot's regex needs a character after the number
@@ -71,9 +72,10 @@ def test_extractor_equals_lm_eval_filters(tasks: dict[str, Any], name: str, text
 
 def test_gsm8k_cot_reads_a_final_unpunctuated_answer_as_lm_eval_does() -> None:
     text = "15 + 27 = 42. The answer is 42"
-    assert get_answer_extractor("gsm8k_cot")(text) == "4"  # lm-eval's regex quirk, kept
+    # The offline copy keeps lm-eval's gsm8k_cot regex, quirk included.
+    assert get_answer_extractor("gsm8k_cot_offline")(text) == "4"
     assert get_answer_extractor("svamp")(text) == "42"
-    assert get_answer_extractor("gsm8k_cot_self_consistency")(text) == "42"
+    assert get_answer_extractor("gsm8k_cot_self_consistency_offline")(text) == "42"
 
 
 def test_flexible_extract_is_the_fallback() -> None:
@@ -96,18 +98,18 @@ def test_dollar_and_thousands_answers_normalise(text: str, answer: str) -> None:
 
 def test_no_answer_is_none() -> None:
     assert get_answer_extractor("svamp")("I am not sure.") is None
-    assert get_answer_extractor("gsm8k")("") is None
+    assert get_answer_extractor("gsm8k_offline")("") is None
 
 
 def test_self_consistency_pipelines_work_on_one_response() -> None:
-    extractor = get_answer_extractor("gsm8k_cot_self_consistency")
+    extractor = get_answer_extractor("gsm8k_cot_self_consistency_offline")
     assert extractor.pipelines == ["score-first", "maj@64", "maj@8"]
     assert extractor.extract_all("The answer is 12.") == dict.fromkeys(extractor.pipelines, "12")
 
 
 def test_task_metadata_chooses_pipelines() -> None:
     assert get_answer_extractor("svamp").pipelines == ["strict-match", "flexible-extract"]
-    assert get_answer_extractor("gsm8k").pipelines == ["strict-match", "flexible-extract"]
+    assert get_answer_extractor("gsm8k_offline").pipelines == ["strict-match", "flexible-extract"]
 
 
 def test_metadata_order_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,7 +206,7 @@ def test_tag_is_not_a_task() -> None:
 
 @pytest.mark.slow
 def test_stock_task_found_through_the_full_index() -> None:
-    """A task outside our folder needs lm-eval's full index (built once, ~13 s)."""
+    """A stock lm-eval task (outside our folder) needs lm-eval's full index (built once, ~13 s)."""
     extractor = get_answer_extractor("gsm8k_platinum_cot")
     assert extractor.pipelines == ["strict-match", "flexible-extract"]
     assert extractor("The answer is 42") == "4"

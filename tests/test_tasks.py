@@ -3,6 +3,7 @@ under names of their own."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from lm_eval.tasks._yaml_loader import load_yaml
 from lm_eval_softreason import data
 from lm_eval_softreason.tasks_path import tasks_dir
 
+BENCH_COMMON = Path(__file__).resolve().parent.parent / "benchmarks" / "_common.py"
 STOCK_GSM8K = Path(lm_eval.__file__).parent / "tasks" / "gsm8k"
 OURS_GSM8K = Path(tasks_dir()) / "gsm8k_offline"
 # What an offline variant may change: where the data comes from, its name, its tag.
@@ -98,6 +100,19 @@ def test_svamp_docs_prompts_targets(tasks: dict[str, Any]) -> None:
     assert task.config.num_fewshot == 0
     until = ["Q:", "</s>", "<|im_end|>"]
     assert task.config.generation_kwargs == {"until": until, "do_sample": False}
+
+
+def test_benchmark_prompts_are_the_tasks_prompts(tasks: dict[str, Any]) -> None:
+    """benchmarks/ time our tasks' own prompts (they build them without lm-eval)."""
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH_COMMON)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    assert set(common.PROMPTS) == set(common.TASKS)
+    for dataset, name in common.TASKS.items():
+        task = tasks[name]
+        doc = next(iter(task.test_docs()))
+        assert common.PROMPTS[dataset].format(question=doc["question"]) == task.doc_to_text(doc)
+    assert common.PROMPT == common.PROMPTS["svamp"]
 
 
 def test_svamp_prompt_asks_for_what_strict_match_reads(tasks: dict[str, Any]) -> None:
