@@ -2,7 +2,7 @@
 
 lm-eval 0.4.13 reads no plug-in entry points, so a ``.pth`` file in site-packages calls
 :func:`install` at interpreter start. Inside the lm-eval CLI, and only there, it registers the
-model name ``softreason`` as a lazy placeholder: nothing else of ours is imported, no class is
+model names ``softreason`` and ``softreason-vllm`` as lazy placeholders: nothing else of ours is imported, no class is
 patched, no task folder is added and no environment variable is set, so a run that does not ask
 for ``--model softreason`` is exactly the run it would be without this package. It steps aside
 where lm-eval reads plug-in entry points itself (upstream PR #4013), never raises, is
@@ -21,7 +21,11 @@ import sys
 
 _CLI_NAMES = {"lm_eval", "lm-eval"}
 _INCLUDE_PATH_FLAG = "--include_path"
-MODEL_TARGET = "lm_eval_softreason.model:SoftReasonLM"
+# Model names -> the classes behind them (imported only when a run asks for that name).
+MODELS = {
+    "softreason": "lm_eval_softreason.model:SoftReasonLM",
+    "softreason-vllm": "lm_eval_softreason.model_vllm:SoftReasonVLLM",
+}
 
 
 def seen_include_paths(argv: list[str] | None = None) -> tuple[str, ...]:
@@ -58,7 +62,7 @@ def harness_reads_entry_points() -> bool:
 
 
 def register_model() -> None:
-    """Register ``softreason`` as a lazy placeholder without hiding lm-eval's built-ins.
+    """Register our model names as lazy placeholders without hiding lm-eval's built-ins.
 
     ``get_model`` imports ``lm_eval.models`` only when the registry is empty, so the built-ins
     are imported first (cheap: they are lazy placeholders themselves).
@@ -66,8 +70,9 @@ def register_model() -> None:
     import lm_eval.models  # noqa: F401  (registers hf, vllm, ... before we add ours)
     from lm_eval.api.registry import model_registry
 
-    if "softreason" not in model_registry.keys():
-        model_registry.register("softreason", target=MODEL_TARGET)
+    for name, target in MODELS.items():
+        if name not in model_registry.keys():
+            model_registry.register(name, target=target)
 
 
 def add_tasks_to_task_manager() -> None:

@@ -7,15 +7,19 @@ and decodes on :class:`~lm_eval_softreason.engines.hf.HFEngine`.
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from lm_eval_softreason.runtime_env import apply_cpu_defaults
 
-from lm_eval.api.registry import register_model
-from lm_eval.models.huggingface import HFLM
+apply_cpu_defaults()  # our model's start-up: before this module's imports load torch
 
-from lm_eval_softreason.config import SoftReasonConfig
-from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token
-from lm_eval_softreason.lm import (
+import logging  # noqa: E402
+from typing import Any  # noqa: E402
+
+from lm_eval.api.registry import register_model  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
+
+from lm_eval_softreason.config import SoftReasonConfig  # noqa: E402
+from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token  # noqa: E402
+from lm_eval_softreason.lm import (  # noqa: E402
     SoftReasonMixin,
     refuse_unsharded_processes,
     weights_fingerprint,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_softreason import autoload
-from lm_eval_softreason.autoload import MODEL_TARGET, is_lm_eval_cli, seen_include_paths
+from lm_eval_softreason.autoload import MODELS, is_lm_eval_cli, seen_include_paths
 from lm_eval_softreason.cli import help_header
 from lm_eval_softreason.tasks_path import tasks_dir
 
@@ -100,7 +100,7 @@ def test_hook_registers_the_model_name_and_nothing_else(tmp_path):
     off = probe(tmp_path, LM_EVAL_SOFTREASON_AUTOLOAD="0")
     on = probe(tmp_path)
     assert "softreason" not in off["models"] and "hf" in off["models"]
-    assert on == {**off, "models": {**off["models"], "softreason": MODEL_TARGET}}
+    assert on == {**off, "models": {**off["models"], **MODELS}}
     assert off["task_manager_init"] == "lm_eval.tasks.manager"
     assert off["omp_wait_policy"] is None and off["torch"] is False
     assert off["our_modules"] == ["lm_eval_softreason", "lm_eval_softreason.autoload"]
@@ -164,8 +164,9 @@ def test_entry_points_match_upstream_plugin_discovery():
     from lm_eval_softreason.model import SoftReasonLM
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"] == {"lm_eval.models": {"softreason": MODEL_TARGET}}
-    assert MODEL_TARGET == "lm_eval_softreason.model:SoftReasonLM"
+    assert project["entry-points"] == {"lm_eval.models": MODELS}
+    assert MODELS == {"softreason": "lm_eval_softreason.model:SoftReasonLM",
+                      "softreason-vllm": "lm_eval_softreason.model_vllm:SoftReasonVLLM"}
     assert issubclass(SoftReasonLM, LM)
 
 
@@ -310,5 +311,6 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     assert "lm_eval_softreason/tasks/gsm8k_offline/gsm8k.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
-    assert "[lm_eval.models]\nsoftreason = lm_eval_softreason.model:SoftReasonLM\n" in text
+    assert ("[lm_eval.models]\nsoftreason = lm_eval_softreason.model:SoftReasonLM\n"
+            "softreason-vllm = lm_eval_softreason.model_vllm:SoftReasonVLLM\n") in text
     assert "[lm_eval.tasks]" not in text
