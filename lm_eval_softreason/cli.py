@@ -12,6 +12,10 @@ import sys
 
 # Our subcommands: name -> ("module:function" taking the remaining argv, one-line summary).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "compare": ("lm_eval_softreason.compare:main",
+                "run strategies on the same tasks: resumable results folder, table, plot"),
+    "diagnose": ("lm_eval_softreason.diagnose:main",
+                 "why a softreason cell of a compare folder won or lost"),
     "gate": ("lm_eval_softreason.gate:main",
              "compare lm-eval results with a baseline; exit 1 on a regression"),
 }

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from lm_eval_softreason.settings import fingerprint, result_args
 
 MODES = ("softreason", "greedy", "sample", "cot_decoding", "fire")
 PRESETS = ("paper", "reference")
@@ -132,24 +132,16 @@ class SoftReasonConfig:
         return cls(**values, explicit=tuple(sorted(mine))), rest
 
     def public_dict(self) -> dict[str, Any]:
-        """JSON-safe settings for results files and traces (callables shown by import path)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in RUN_ONLY:
-                continue
-            value = getattr(self, f.name)
-            out[f.name] = _callable_name(value) if callable(value) else value
-        return out
+        """The settings that change results (:mod:`lm_eval_softreason.settings`), JSON-safe
+        (callables shown by import path): for results files, traces and the cache guard."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name != "explicit"}
+        return result_args({k: _callable_name(v) if callable(v) else v
+                            for k, v in values.items()})
 
     def fingerprint(self) -> str:
         """Short stable hash of everything that changes results (not paths or threads)."""
-        blob = json.dumps(self.public_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# Settings that change how a run goes, never what it answers: not in fingerprints or guards.
-RUN_ONLY = ("explicit", "trace_path", "num_threads", "bo_workers", "max_active",
-            "max_fallback_rate")
+        return fingerprint(self.public_dict())
 
 # Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
 _HFLM_ARGS = {

@@ -17,19 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from lm_eval_softreason.report import render_table
+from lm_eval_softreason.settings import result_args, without_path_args
+
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_ERROR = 2
 EXIT_CONFIG_MISMATCH = 3
-
-# model_args / config["softreason"] keys that change how a run executes, never its scores.
-NON_RESULT_ARGS = frozenset({
-    "batch_size", "max_batch_size", "device", "device_map", "parallelize", "max_memory_per_gpu",
-    "max_cpu_memory", "offload_folder", "trust_remote_code", "num_threads",
-    "bo_workers", "trace_path", "output_path", "cache_dir",
-})
-# The machine-specific subset of NON_RESULT_ARGS, removed from a baseline that gets committed.
-PATH_ARGS = frozenset({"trace_path", "output_path", "cache_dir", "offload_folder"})
 
 # config fields that decide what a score means; compared before any score is.
 CONFIG_FIELDS = (
@@ -185,8 +179,9 @@ def config_differences(baseline: dict[str, Any],
                        results: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(field, baseline value, results value)`` for every setting that differs.
 
-    Only settings that change scores count (see CONFIG_FIELDS, NON_RESULT_ARGS); per-task
-    sections are compared for tasks present in both files (a missing task is a MISSING row).
+    Only settings that change scores count (CONFIG_FIELDS; in their args, everything but
+    ``settings.RUN_ONLY_ARGS``); per-task sections are compared for tasks present in both
+    files (a missing task is a MISSING row).
     """
     diffs: list[tuple[str, Any, Any]] = []
     base_cfg = _comparable_config(baseline, "baseline")
@@ -219,7 +214,7 @@ def _comparable_config(doc: dict[str, Any], role: str) -> dict[str, Any]:
     for name in DICT_CONFIG_FIELDS:
         if name in out:
             parsed = _args_dict(out[name], f"{role} config.{name}")
-            out[name] = {k: v for k, v in parsed.items() if k not in NON_RESULT_ARGS}
+            out[name] = result_args(parsed)
     for name in BOTH_OR_NEITHER_FIELDS:
         if not out.get(name):
             out.pop(name, None)
@@ -342,20 +337,6 @@ def _verdict(old: float | None, new: float | None, higher: bool, tolerance: floa
     return "DROP" if beyond else "OK"
 
 
-def render_table(header: list[str], rows: list[list[str]], numeric: set[int]) -> str:
-    """A Markdown table padded to line up in a terminal too (CI logs and step summaries)."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        padded = [c.rjust(w) if i in numeric else c.ljust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in numeric else "-" * (w + 2)
-                          for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
-
-
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -420,19 +401,9 @@ def strip_for_baseline(results: dict[str, Any]) -> dict[str, Any]:
         config = {k: v for k, v in out["config"].items() if k not in VOLATILE_CONFIG}
         for name in ("model_args", "softreason"):
             if name in config:
-                config[name] = _without_paths(config[name])
+                config[name] = without_path_args(config[name])
         out["config"] = config
     return out
-
-
-def _without_paths(value: Any) -> Any:
-    """``value`` (args string or dict) minus PATH_ARGS, keeping its original form."""
-    if isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in PATH_ARGS}
-    if isinstance(value, str):
-        return ",".join(part for part in value.split(",")
-                        if part.partition("=")[0].strip() not in PATH_ARGS)
-    return value
 
 
 def update_baseline(results_path: Path, baseline_path: Path) -> int:

@@ -41,6 +41,7 @@ from lm_eval_softreason.objectives import (
 )
 from lm_eval_softreason.runner import WindowedRunner
 from lm_eval_softreason.search import SoftReasonSearch
+from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.strategy import Greedy, QuestionContext, Strategy
 from lm_eval_softreason.trace import TraceWriter
 from lm_eval_softreason.verifier import SelfVerifier
@@ -362,7 +363,7 @@ class SoftReasonMixin:
         if self._trace is not None:
             record = s.trace()
             record["question"] = self._question_key(u)[:16]
-            record["prompt_sha"] = hashlib.sha256(s.ctx.prompt.encode()).hexdigest()[:16]
+            record["prompt_sha"] = prompt_sha(s.ctx.prompt)
             record["config"] = self.sr_config.fingerprint()
             self._trace.write(record)
 

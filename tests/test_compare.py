@@ -1,26 +1,20 @@
-"""examples/compare.py: one tiny end-to-end run (greedy, sc, softreason on 1 SVAMP question),
-resume, report-only, and the pure helpers (limits, run order, budget matching)."""
+"""lm-eval-softreason compare: one tiny end-to-end run (greedy, sc, softreason on 1 SVAMP
+question), resume, report-only (the committed tables rebuilt byte for byte), and the pure
+helpers (limits, run order, budget matching, settings checks)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "compare.py"
+from lm_eval_softreason import compare
+from lm_eval_softreason.cli import main as cli_main
 
-
-@pytest.fixture(scope="module")
-def compare():
-    spec = importlib.util.spec_from_file_location("softreason_compare_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def _argv(model: str, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_end_to_end_resume_and_report(compare, tiny_model_dir, svamp_dir, tmp_path, capsys):
+def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert compare.main(_argv(tiny_model_dir, out)) == 0
     printed = capsys.readouterr().out
@@ -113,7 +107,7 @@ def test_end_to_end_resume_and_report(compare, tiny_model_dir, svamp_dir, tmp_pa
         compare.main(_argv(tiny_model_dir, out, "--seed", "1"))
 
 
-def test_parse_limits(compare):
+def test_parse_limits():
     tasks = ["svamp", "gsm8k_cot_zeroshot_offline"]
     assert compare.parse_limits(None, tasks)["svamp"] is None
     assert compare.parse_limits("5", tasks)["gsm8k_cot_zeroshot_offline"] == 5
@@ -127,7 +121,7 @@ def test_parse_limits(compare):
         compare.parse_limits("svamp=-1", tasks)
 
 
-def test_plan_runs_budget_sources_before_sc(compare):
+def test_plan_runs_budget_sources_before_sc():
     plan = compare.plan_cells(["svamp", "gsm8k_cot_zeroshot_offline"],
                               ["sc", "fire", "softreason", "greedy"], baseline_hf_sc=True)
     assert plan[:4] == [("svamp", "greedy"), ("svamp", "softreason"), ("svamp", "fire"),
@@ -136,7 +130,7 @@ def test_plan_runs_budget_sources_before_sc(compare):
     assert len(plan) == 9
 
 
-def _settings(compare, **kw):
+def _settings(**kw):
     base = dict(model="models/tiny", limits={"svamp": 1}, seed=1234, apply_chat_template=False,
                 batch_size="8", dtype="auto", device="cpu", extra_model_args={}, gen_kwargs={},
                 sc_temperature=0.7, sc_n=None, hf_sc_repeats=None)
@@ -145,17 +139,17 @@ def _settings(compare, **kw):
 
 @pytest.mark.parametrize("sr,greedy,n", [(48.0, 8.0, 6), (52.0, 8.0, 7), (3.0, 8.0, 1),
                                          (100.0, 0.0, 1)])
-def test_budget_samples(compare, tmp_path, sr, greedy, n):
+def test_budget_samples(tmp_path, sr, greedy, n):
     for name, tokens in (("softreason", sr), ("greedy", greedy)):
         compare.write_atomic(compare.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
-            {"schema": compare.SCHEMA, "tokens_generated_per_q": tokens}))
-    budget = compare.budget_samples(tmp_path, "svamp", _settings(compare))
+            {"schema": compare.CELL_SCHEMA, "tokens_generated_per_q": tokens}))
+    budget = compare.budget_samples(tmp_path, "svamp", _settings())
     assert budget["n_samples"] == n and budget["source"] == "matched"
-    fixed = compare.budget_samples(tmp_path, "svamp", _settings(compare, sc_n=3))
+    fixed = compare.budget_samples(tmp_path, "svamp", _settings(sc_n=3))
     assert fixed == {"n_samples": 3, "source": "--sc-n"}
 
 
-def test_sc_without_budget_sources_fails_before_loading(compare, tmp_path):
+def test_sc_without_budget_sources_fails_before_loading(tmp_path):
     with pytest.raises(SystemExit, match="--sc-n"):
         compare.main(["--model", str(tmp_path / "no-such-model"), "--tasks", "svamp",
                       "--strategies", "sc", "--out", str(tmp_path / "out")])
@@ -163,8 +157,8 @@ def test_sc_without_budget_sources_fails_before_loading(compare, tmp_path):
         compare.main(["--model", "m", "--strategies", "greedy,beam", "--out", str(tmp_path)])
 
 
-def test_strategy_model_args(compare):
-    st = _settings(compare, extra_model_args={"max_rounds": 2, "mode": "fire"},
+def test_strategy_model_args():
+    st = _settings(extra_model_args={"max_rounds": 2, "mode": "fire"},
                    sc_temperature=0.4)
     assert compare.strategy_model_args("sc", st) == {
         "max_rounds": 2, "mode": "sample", "seed": 1234, "temperature": 0.4}
@@ -175,7 +169,7 @@ def test_strategy_model_args(compare):
     assert spec["model"] == "tiny" and spec["limit"] == 1
 
 
-def test_hf_sc_repeats_override(compare):
+def test_hf_sc_repeats_override():
     from lm_eval.tasks import TaskManager
 
     from lm_eval_softreason.tasks_path import tasks_dir
@@ -189,7 +183,7 @@ def test_hf_sc_repeats_override(compare):
 
 
 @pytest.mark.slow
-def test_baseline_hf_sc_cell(compare, tiny_model_dir, svamp_dir, tmp_path, capsys):
+def test_baseline_hf_sc_cell(tiny_model_dir, svamp_dir, tmp_path, capsys):
     gsm8k = svamp_dir / "gsm8k"
     gsm8k.mkdir()
     rows = [{"question": f"Ann has {i + 2} pens and buys 3 more. How many pens does she have?",
@@ -211,15 +205,47 @@ def test_baseline_hf_sc_cell(compare, tiny_model_dir, svamp_dir, tmp_path, capsy
     assert "| gsm8k_cot_self_consistency_offline | hf_sc (N=2) |" in capsys.readouterr().out
 
 
-def test_table_warns_about_cells_with_fallbacks(compare):
+def test_table_warns_about_cells_with_fallbacks():
     base = {"task": "svamp", "accuracy_strict": 0.0, "accuracy_flexible": 0.43, "n": 100,
             "questions": 100, "tokens_generated_per_q": 1350.4, "tokens_prefilled_per_q": 656.9,
             "wall_time_per_q_s": 2.2}
     clean = {**base, "strategy": "softreason", "fallbacks": 0, "stats": {"fallback_reasons": {}}}
     broken = {**base, "strategy": "softreason_random", "fallbacks": 73,
               "stats": {"fallback_reasons": {"verifying": 73}}}
-    table = compare.render_table([clean, broken])
+    table = compare.cells_table([clean, broken])
     assert table.count("**Warning**") == 1
     assert ("svamp / softreason_random: 73 of 100 questions fell back to greedy "
             "(verifying: 73)") in table
-    assert "**Warning**" not in compare.render_table([clean])
+    assert "**Warning**" not in compare.cells_table([clean])
+
+
+@pytest.mark.parametrize(("folder", "tasks"), [
+    ("qwen0.5b-h100", "svamp,gsm8k_cot_zeroshot,gsm8k_cot_self_consistency"),
+    ("qwen0.5b-cpu-svamp40", "svamp"),
+])
+def test_report_only_rebuilds_the_committed_table(tmp_path, capsys, folder, tasks):
+    """The commands in docs/results.md rebuild the committed tables byte for byte."""
+    shutil.copytree(RESULTS / folder / "cells", tmp_path / "cells")
+    assert compare.main(["--report-only", "--out", str(tmp_path), "--tasks", tasks]) == 0
+    committed = (RESULTS / folder / "table.md").read_bytes()
+    assert (tmp_path / "table.md").read_bytes() == committed
+    assert capsys.readouterr().out == committed.decode()
+
+
+def test_stored_cells_are_checked_on_settings_that_change_results():
+    st = _settings(extra_model_args={"sigma": 0.5})
+    spec = st.spec("svamp", "softreason")
+    stored = {"spec": {**spec, "model_args": {**spec["model_args"], "bo_workers": 12,
+                                              "max_active": 4}}}
+    assert compare.check_spec(stored, spec) == []
+    other = _settings(extra_model_args={"sigma": 1.0}).spec("svamp", "softreason")
+    (diff,) = compare.check_spec(stored, other)
+    assert diff.startswith("model_args: stored {") and "'sigma': 0.5" in diff
+
+
+@pytest.mark.parametrize("command", ["compare", "diagnose", "gate"])
+def test_subcommand_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: lm-eval-softreason {command} ")

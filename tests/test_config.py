@@ -57,6 +57,16 @@ def test_fingerprint_ignores_paths_but_not_settings():
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
 
 
+def test_fingerprint_is_stable():
+    """Question keys, seeds and trace records hash it: a change here changes every answer."""
+    default, _ = parse()
+    assert default.fingerprint() == "9a21803d61784a86"
+    run_only, _ = parse(trace_path="/x", num_threads=2, bo_workers=3, max_active=2,
+                        max_fallback_rate=0.5)
+    assert run_only.public_dict() == default.public_dict()
+    assert "sigma" in default.public_dict() and "trace_path" not in default.public_dict()
+
+
 def test_coherence_and_verifier_resolution():
     assert resolve_coherence("mean_prob")([0.0, 0.0]) == 1.0
     assert resolve_coherence("math:fsum")([1.0, 2.0]) == 3.0  # import path

@@ -1,19 +1,11 @@
-"""examples/diagnose.py on a hand-made results folder whose every figure is known."""
+"""lm-eval-softreason diagnose on a hand-made results folder whose every figure is known."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "diagnose.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("softreason_diagnose_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from lm_eval_softreason import diagnose
 
 
 def _cand(answer, r_verifier, tokens=10):
@@ -37,7 +29,6 @@ def _write(folder: Path, strategy: str, questions: list[dict]) -> None:
 
 
 def test_figures_of_a_known_folder(tmp_path):
-    diag = _load()
     sr = [
         # right candidates exist, vote would find 5, the search returned the wrong 4
         {"sha": "a" * 16, "gold": "5", "score": 0.0, "verifier": ["4"],
@@ -50,10 +41,11 @@ def test_figures_of_a_known_folder(tmp_path):
               {"sha": "b" * 16, "gold": "7", "score": 1.0, "verifier": [], "cands": []}]
     _write(tmp_path, "softreason", sr)
     _write(tmp_path, "greedy", greedy)
-    records = diag.join(tmp_path, "svamp", "softreason")
-    greedy_scores = {h: float(s["exact_match"]) for h, s in diag.flexible_samples(
+    records = diagnose.join(tmp_path, "svamp", "softreason")
+    greedy_scores = {h: float(s["exact_match"]) for h, s in diagnose.flexible_samples(
         tmp_path / "cells" / "svamp__greedy.samples.jsonl").items()}
-    text = "\n".join(diag.diagnose(records) + [diag.versus(records, "greedy", greedy_scores)])
+    text = "\n".join(diagnose.diagnose(records)
+                     + [diagnose.versus(records, "greedy", greedy_scores)])
     assert "returned answer right (lm-eval flexible-extract): 1.0/2 = 50.0%" in text
     assert "oracle (some candidate right): 2/2 = 100.0%" in text
     assert "majority vote over candidates would score: 2/2 = 100.0%" in text
@@ -66,7 +58,6 @@ def test_figures_of_a_known_folder(tmp_path):
 
 
 def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
-    diag = _load()
     mine = [{"sha": c * 16, "gold": "1", "score": score, "verifier": [], "cands": [_cand("1", 1.0)]}
             for c, score in (("a", 1.0), ("b", 0.0), ("c", 0.0))]
     # the other folder answered only two of the three questions, and both right
@@ -74,32 +65,30 @@ def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
               for c in ("b", "c")]
     _write(tmp_path / "gpu", "softreason", mine)
     _write(tmp_path / "cpu", "sc", theirs)
-    assert diag.main(["--out", str(tmp_path / "gpu"), "--task", "svamp",
+    assert diagnose.main(["--out", str(tmp_path / "gpu"), "--task", "svamp",
                       "--versus", f"{tmp_path / 'cpu'}:sc"]) == 0
     out = capsys.readouterr().out
     assert "on the same 2 questions: 0 vs 2 right; 0 won, 2 lost, 0 tied" in out
 
 
 def test_gsm8k_targets_are_cut_to_the_final_answer(tmp_path):
-    diag = _load()
     solution = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\n"
                 "She makes 9 * 2 = $<<9*2=18>>18.\n#### 18")
-    assert diag.gold_answer(solution) == "18"
-    assert diag.gold_answer(7.0) == "7.0"
+    assert diagnose.gold_answer(solution) == "18"
+    assert diagnose.gold_answer(7.0) == "7.0"
     q = {"sha": "a" * 16, "gold": solution, "score": 1.0, "verifier": ["18"],
          "cands": [_cand("18", 1.0), _cand("9", 0.0)]}
     _write(tmp_path, "softreason", [q])
-    text = "\n".join(diag.diagnose(diag.join(tmp_path, "svamp", "softreason")))
+    text = "\n".join(diagnose.diagnose(diagnose.join(tmp_path, "svamp", "softreason")))
     assert "oracle (some candidate right): 1/1 = 100.0%" in text
     assert "verifier's own answer right: 1/1 = 100.0%" in text
 
 
 def test_a_cell_without_verifier_reports_no_verifier_figures(tmp_path):
-    diag = _load()
     q = {"sha": "a" * 16, "gold": "3", "score": 1.0, "verifier": [None, None],
          "cands": [_cand("3", 0.0), _cand("4", 0.0)]}
     _write(tmp_path, "softreason", [q])
-    text = "\n".join(diag.diagnose(diag.join(tmp_path, "svamp", "softreason")))
+    text = "\n".join(diagnose.diagnose(diagnose.join(tmp_path, "svamp", "softreason")))
     assert "verifier: none ran in this cell" in text
     assert "verifier's own answer" not in text and "P(right | verifier" not in text
     assert "candidates right (base rate): 1/2 = 50.0%" in text
@@ -108,12 +97,11 @@ def test_a_cell_without_verifier_reports_no_verifier_figures(tmp_path):
 
 
 def test_truncated_candidates_are_counted_against_the_cap(tmp_path):
-    diag = _load()
     q = {"sha": "a" * 16, "gold": "3", "score": 0.0, "verifier": ["3"],
          "cands": [_cand("3", 1.0, tokens=12), _cand("8", 0.0, tokens=64),
                    _cand("3", 1.0, tokens=64)]}
     _write(tmp_path, "softreason", [q])
-    records = diag.join(tmp_path, "svamp", "softreason")
-    text = "\n".join(diag.diagnose(records, max_gen_toks=64))
+    records = diagnose.join(tmp_path, "svamp", "softreason")
+    text = "\n".join(diagnose.diagnose(records, max_gen_toks=64))
     assert ("candidates at the 64-token generation cap: 2/3 = 66.7%; right among them: "
             "1/2 = 50.0%; among the others: 1/1 = 100.0%") in text

@@ -337,7 +337,8 @@ def test_settings_that_do_not_change_scores_are_ignored(tmp_path, baseline, caps
         config__device="cuda:0", config__batch_size="8", config__model_sha="0123abcd",
         git_hash="ffffff", date=1760000000.0,
     )
-    doc["config"]["softreason"]["num_threads"] = 4
+    doc["config"]["softreason"].update(num_threads=4, bo_workers=2, max_active=3,
+                                       max_fallback_rate=0.5)
     code, out, _ = gate(capsys, write(tmp_path / "now.json", doc), "--baseline", baseline)
     assert code == 0, out
     assert "MISMATCH" not in out

@@ -198,8 +198,12 @@ def test_console_script_help_lists_our_commands():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith(help_header())
-    assert "\n  gate  compare lm-eval results with a baseline; exit 1 on a regression\n" in (
-        help_header())
+    assert (
+        "\nlm-eval-softreason's own commands (each has --help):\n"
+        "  compare   run strategies on the same tasks: resumable results folder, table, plot\n"
+        "  diagnose  why a softreason cell of a compare folder won or lost\n"
+        "  gate      compare lm-eval results with a baseline; exit 1 on a regression\n\n"
+    ) in help_header()
     assert out.stdout[len(help_header()):].startswith("\nusage: lm-eval [-h] COMMAND ...")
 
 

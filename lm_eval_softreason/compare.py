@@ -1,0 +1,842 @@
+"""``lm-eval-softreason compare``: decoding strategies on the same tasks, prompts, filters
+and metrics.
+
+Every (task, strategy) cell is one in-process ``lm_eval.simple_evaluate`` run of one
+``softreason`` model, switched to the strategy's model_args with ``configure``; the weights are
+loaded once per process and shared by every cell. Results go to one folder::
+
+    OUT/cells/<task>__<strategy>.json           metrics, tokens, time, settings (written last)
+    OUT/cells/<task>__<strategy>.samples.jsonl  lm-eval's logged samples
+    OUT/cells/<task>__<strategy>.trace.jsonl    the per-question search trace (trace_path)
+    OUT/table.md                                the Markdown table also printed to stdout
+    OUT/accuracy_vs_tokens.png                  accuracy (flexible) vs generated tokens/question
+
+A finished cell is skipped on rerun, so an interrupted run resumes where it stopped.
+
+Self-consistency (``sc``) is budget-matched: its number of samples is
+``round(softreason tokens/question / greedy tokens/question)`` (at least 1), measured on the
+same task, so ``greedy`` and ``softreason`` of a task always run before its ``sc`` cell
+(``--sc-n`` overrides). See docs/results.md.
+
+Example::
+
+    lm-eval-softreason compare --model MODEL_DIR --tasks svamp,gsm8k_cot_zeroshot_offline \\
+        --strategies greedy,sc,softreason --limit svamp=100,gsm8k_cot_zeroshot_offline=50 \\
+        --apply-chat-template --out results/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lm_eval_softreason.report import render_table
+from lm_eval_softreason.settings import CELL_SCHEMA, cell_stem, comparable_spec
+
+BUDGET_STRATEGY = "sc"
+BUDGET_REFERENCE = "softreason"  # what sc's budget is matched to ...
+BUDGET_UNIT = "greedy"  # ... in units of one greedy chain
+HF_SC_TASK = "gsm8k_cot_self_consistency_offline"
+HF_SC_STRATEGY = "hf_sc"
+HF_SC_REPEATS = 64  # the task's own number of samples per question
+HF_DEFAULT_BATCH = 16  # HFLM's batch_size=auto probes huge batches; too slow on a CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """A named set of softreason model_args."""
+
+    name: str
+    model_args: dict[str, Any]
+    help: str
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("greedy", {"mode": "greedy"}, "plain greedy chain of thought"),
+        Strategy("sc", {"mode": "sample"},
+                 "self-consistency: n_samples at --sc-temperature, majority vote; "
+                 "n_samples budget-matched to softreason"),
+        Strategy("softreason", {"mode": "softreason", "preset": "paper"},
+                 "Soft Reasoning as in the paper (verifier + coherence, BO)"),
+        Strategy("softreason_noverifier", {"mode": "softreason", "preset": "paper",
+                                           "verifier": "none"},
+                 "ablation: coherence only"),
+        Strategy("softreason_nocoherence", {"mode": "softreason", "preset": "paper",
+                                            "coherence": "none"},
+                 "ablation: verifier only"),
+        Strategy("softreason_random", {"mode": "softreason", "preset": "paper",
+                                       "search": "random"},
+                 "ablation: random search instead of Bayesian optimisation"),
+        Strategy("softreason_reference", {"mode": "softreason", "preset": "reference"},
+                 "the reference code's variant (A^T u injection, mean prob, vote)"),
+        Strategy("fire", {"mode": "fire"}, "FIRE: first token at high temperature, then greedy"),
+        Strategy("cot_decoding", {"mode": "cot_decoding"},
+                 "CoT-decoding: top-k first tokens, pick by answer confidence"),
+    )
+}
+# Table/plot order; hf_sc (lm-eval's gsm8k_cot_self_consistency, offline copy, with --model hf)
+# is last.
+ORDER = [*STRATEGIES, HF_SC_STRATEGY]
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lm-eval-softreason compare",
+        description="Run decoding strategies on tasks in the same harness; write one results "
+                    "folder (resumable), a Markdown table and an accuracy-vs-tokens plot.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="strategies:\n" + "\n".join(
+            f"  {s.name:<24} {s.help}" for s in STRATEGIES.values()),
+    )
+    p.add_argument("--model", help="pretrained model folder (or Hub id), loaded once")
+    p.add_argument("--tasks", default="svamp", help="comma-separated task names")
+    p.add_argument("--strategies", default="greedy,softreason,sc",
+                   help="comma-separated strategy names (see below)")
+    p.add_argument("--limit", default=None,
+                   help="questions per task: N for every task, or task=N pairs "
+                        "(svamp=100,gsm8k_cot_zeroshot_offline=50), optionally with a bare "
+                        "default N")
+    p.add_argument("--seed", type=int, default=1234,
+                   help="lm-eval's random/numpy/torch/fewshot seeds and model_arg seed")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="forwarded to lm-eval (apply_chat_template=True)")
+    p.add_argument("--batch-size", default="16",
+                   help="rows decoded together (int or 'auto'); lm-eval's batch_size")
+    p.add_argument("--dtype", default="auto", help="model dtype (auto, float32, bfloat16, ...)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--extra-model-args", default="",
+                   help="key=value,... added to every cell's model_args (a strategy's own "
+                        "keys win), e.g. max_rounds=2,sigma=0.5")
+    p.add_argument("--gen-kwargs", default=None,
+                   help="forwarded to lm-eval's gen_kwargs, e.g. max_gen_toks=256")
+    p.add_argument("--sc-temperature", type=float, default=0.7,
+                   help="sampling temperature of sc (default 0.7)")
+    p.add_argument("--sc-n", type=int, default=None,
+                   help="fix sc's n_samples instead of matching softreason's token budget")
+    p.add_argument("--baseline-hf-sc", action="store_true",
+                   help=f"also run lm-eval's own {HF_SC_TASK} with --model hf as a cross-check")
+    p.add_argument("--hf-sc-repeats", type=int, default=None,
+                   help=f"samples per question of {HF_SC_TASK} (the task's default is 64)")
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild table.md and the plot from OUT/cells")
+    return p
+
+
+def _split_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_limits(value: str | None, tasks: list[str]) -> dict[str, int | float | None]:
+    """``"100"`` -> every task 100; ``"50,svamp=100"`` -> svamp 100, others 50."""
+    if value is None or not value.strip():
+        return {t: None for t in tasks}
+    default: int | float | None = None
+    per_task: dict[str, int | float] = {}
+    for part in _split_list(value):
+        name, sep, number = part.rpartition("=")
+        n = _number(number, part)
+        if sep:
+            per_task[name.strip()] = n
+        else:
+            default = n
+    unknown = sorted(set(per_task) - set(tasks) - {HF_SC_TASK})
+    if unknown:
+        raise SystemExit(f"--limit names task(s) not in --tasks: {', '.join(unknown)}")
+    return {t: per_task.get(t, default) for t in [*tasks, HF_SC_TASK]}
+
+
+def _number(text: str, part: str) -> int | float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise SystemExit(f"--limit: {part!r} is not N or task=N") from None
+    if n <= 0:
+        raise SystemExit(f"--limit: {part!r} must be positive")
+    return int(n) if n.is_integer() else n
+
+
+def parse_kv(text: str | None) -> dict[str, Any]:
+    """lm-eval's ``key=value,...`` parsing (numbers and booleans converted)."""
+    if not text:
+        return {}
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(text)
+
+
+# --- results folder ----------------------------------------------------------------------------
+
+
+def cell_paths(out: Path, task: str, strategy: str) -> dict[str, Path]:
+    stem = cell_stem(task, strategy)
+    cells = out / "cells"
+    return {"cell": cells / f"{stem}.json", "samples": cells / f"{stem}.samples.jsonl",
+            "trace": cells / f"{stem}.trace.jsonl"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_cell(path: Path) -> dict[str, Any] | None:
+    try:
+        cell = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cell if isinstance(cell, dict) and cell.get("schema") == CELL_SCHEMA else None
+
+
+def load_cells(out: Path) -> list[dict[str, Any]]:
+    cells = []
+    for path in sorted((out / "cells").glob("*.json")):
+        cell = read_cell(path)
+        if cell is None:
+            print(f"ignoring unreadable cell {path.name}", file=sys.stderr)
+        else:
+            cells.append(cell)
+    return cells
+
+
+# --- what one cell runs ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunSettings:
+    """Settings shared by every cell of one invocation."""
+
+    model: str
+    limits: dict[str, int | float | None]
+    seed: int
+    apply_chat_template: bool
+    batch_size: str
+    dtype: str
+    device: str
+    extra_model_args: dict[str, Any]
+    gen_kwargs: dict[str, Any]
+    sc_temperature: float
+    sc_n: int | None
+    hf_sc_repeats: int | None
+
+    def spec(self, task: str, strategy: str) -> dict[str, Any]:
+        """What must agree for a stored cell to count as this run's cell.
+
+        The model is compared by folder name so a results folder holds no machine paths;
+        batch size and device only change speed, so they are left out.
+        """
+        spec = {
+            "task": task, "strategy": strategy,
+            "model": model_name(self.model),
+            "limit": self.limits.get(task), "seed": self.seed,
+            "apply_chat_template": self.apply_chat_template, "dtype": self.dtype,
+            "gen_kwargs": self.gen_kwargs,
+        }
+        if strategy == HF_SC_STRATEGY:
+            spec["repeats"] = self.hf_sc_repeats
+            spec["extra_model_args"] = hf_args(self.extra_model_args)
+        else:
+            spec["model_args"] = strategy_model_args(strategy, self)
+        if strategy == BUDGET_STRATEGY:
+            spec["sc_n"] = self.sc_n  # None: matched to the measured budget
+        return spec
+
+
+def strategy_model_args(strategy: str, st: RunSettings) -> dict[str, Any]:
+    """The softreason model_args of a strategy (without n_samples/trace_path, set per cell)."""
+    args = {**st.extra_model_args, **STRATEGIES[strategy].model_args, "seed": st.seed}
+    if strategy == BUDGET_STRATEGY:
+        args["temperature"] = st.sc_temperature
+    return args
+
+
+def hf_args(extra: dict[str, Any]) -> dict[str, Any]:
+    """The extra model_args that HFLM understands (softreason's own are dropped)."""
+    from lm_eval_softreason.config import SoftReasonConfig
+
+    _, rest = SoftReasonConfig.from_kwargs(extra)
+    return rest
+
+
+def softreason_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The model_args of ``args`` that are softreason's own (what ``configure`` takes)."""
+    rest = hf_args(args)
+    return {k: v for k, v in args.items() if k not in rest}
+
+
+def model_name(path: str) -> str:
+    """The model as cells record it: its folder name, so a results folder holds no machine
+    paths."""
+    return Path(os.path.normpath(path)).name
+
+
+def hf_sc_config(task_manager: Any, repeats: int) -> dict[str, Any]:
+    """gsm8k_cot_self_consistency_offline's full config with ``repeats`` samples per question.
+
+    Its vote over all samples is renamed ``maj@64`` -> ``maj@<repeats>``; a ``maj@k`` vote over
+    the first k samples is kept only for k < repeats (lm-eval asserts that k samples exist).
+    """
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = task_manager.task_index[HF_SC_TASK]
+    cfg = dict(load_yaml(entry.yaml_path, resolve_func=True))
+    cfg["repeats"] = int(repeats)
+    filters = []
+    for f in cfg.get("filter_list", []):
+        name = str(f.get("name", ""))
+        if name == f"maj@{HF_SC_REPEATS}":
+            f = {**f, "name": f"maj@{repeats}"}
+        elif name.startswith("maj@") and name[4:].isdigit() and int(name[4:]) >= repeats:
+            continue
+        filters.append(f)
+    cfg["filter_list"] = filters
+    return cfg
+
+
+def check_spec(cell: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """How a stored cell's settings differ from this run's, in the settings that change
+    results (``settings.comparable_spec``)."""
+    stored = comparable_spec(cell.get("spec", {}))
+    norm = comparable_spec(spec)
+    return [f"{k}: stored {stored.get(k)!r}, now {norm.get(k)!r}"
+            for k in sorted(set(stored) | set(norm)) if stored.get(k) != norm.get(k)]
+
+
+def budget_samples(out: Path, task: str, st: RunSettings) -> dict[str, Any]:
+    """sc's n_samples: softreason's generated tokens/question (verifier tokens included) over
+    greedy's, rounded half up, at least 1; both measured on this task in this folder."""
+    if st.sc_n is not None:
+        return {"n_samples": st.sc_n, "source": "--sc-n"}
+    per_q = {}
+    for name in (BUDGET_REFERENCE, BUDGET_UNIT):
+        cell = read_cell(cell_paths(out, task, name)["cell"])
+        if cell is None:
+            raise RuntimeError(f"budget matching for {task}: the {name} cell is missing")
+        per_q[name] = float(cell["tokens_generated_per_q"])
+    ratio = per_q[BUDGET_REFERENCE] / per_q[BUDGET_UNIT] if per_q[BUDGET_UNIT] > 0 else 1.0
+    return {
+        "n_samples": max(1, math.floor(ratio + 0.5)), "source": "matched",
+        f"{BUDGET_REFERENCE}_tokens_per_q": per_q[BUDGET_REFERENCE],
+        f"{BUDGET_UNIT}_tokens_per_q": per_q[BUDGET_UNIT], "ratio": ratio,
+    }
+
+
+def plan_cells(tasks: list[str], strategies: list[str], baseline_hf_sc: bool
+               ) -> list[tuple[str, str]]:
+    """(task, strategy) in run order: per task, greedy and softreason first, sc last."""
+    first = [s for s in (BUDGET_UNIT, BUDGET_REFERENCE) if s in strategies]
+    middle = [s for s in strategies if s not in first and s != BUDGET_STRATEGY]
+    last = [BUDGET_STRATEGY] if BUDGET_STRATEGY in strategies else []
+    cells = [(t, s) for t in tasks for s in first + middle + last]
+    if baseline_hf_sc:
+        cells.append((HF_SC_TASK, HF_SC_STRATEGY))
+    return cells
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+class Runner:
+    """Loads the model once and evaluates cells with it."""
+
+    def __init__(self, st: RunSettings, out: Path) -> None:
+        self.st = st
+        self.out = out
+        self._base = None
+        self._softreason = None
+        self._task_manager = None
+
+    @property
+    def base(self):  # type: ignore[no-untyped-def]
+        """A plain HFLM holding the weights and tokenizer that every cell shares."""
+        if self._base is None:
+            from lm_eval.models.huggingface import HFLM
+
+            started = time.perf_counter()
+            self._base = HFLM(pretrained=self.st.model, dtype=self.st.dtype,
+                              device=self.st.device, batch_size=self._hf_batch(),
+                              **hf_args(self.st.extra_model_args))
+            print(f"loaded {self.st.model} in {time.perf_counter() - started:.1f}s", flush=True)
+        return self._base
+
+    @property
+    def softreason(self):  # type: ignore[no-untyped-def]
+        """One softreason model around the shared weights; each cell ``configure`` s it."""
+        if self._softreason is None:
+            from lm_eval_softreason.model import SoftReasonLM
+
+            self._softreason = SoftReasonLM(
+                pretrained=self.base.model, tokenizer=self.base.tokenizer,
+                batch_size=self.st.batch_size, **hf_args(self.st.extra_model_args))
+        return self._softreason
+
+    def task_manager(self, tasks: list[str]):  # type: ignore[no-untyped-def]
+        """Our tasks folder only (instant); the full lm-eval index (~13 s) only if needed."""
+        from lm_eval.tasks import TaskManager
+
+        from lm_eval_softreason.tasks_path import tasks_dir
+
+        if self._task_manager is None:
+            self._task_manager = TaskManager(include_path=tasks_dir(), include_defaults=False)
+        if not set(tasks) <= set(self._task_manager.all_tasks):
+            self._task_manager = TaskManager(include_path=tasks_dir())
+        return self._task_manager
+
+    def _hf_batch(self) -> int:
+        bs = self.st.batch_size
+        return int(bs) if str(bs).isdigit() else HF_DEFAULT_BATCH
+
+    def _evaluate(self, lm: Any, task: Any, task_name: str) -> tuple[dict, float]:
+        import lm_eval
+
+        st = self.st
+        started = time.perf_counter()
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=[task], limit=st.limits.get(task_name),
+            random_seed=st.seed, numpy_random_seed=st.seed, torch_random_seed=st.seed,
+            fewshot_random_seed=st.seed, apply_chat_template=st.apply_chat_template,
+            gen_kwargs=dict(st.gen_kwargs) or None, log_samples=True,
+            task_manager=self.task_manager([task_name]),
+        )
+        return results, time.perf_counter() - started
+
+    def run_cell(self, task: str, strategy: str) -> dict[str, Any]:
+        if strategy == HF_SC_STRATEGY:
+            return self._run_hf_sc()
+        paths = cell_paths(self.out, task, strategy)
+        args = strategy_model_args(strategy, self.st)
+        budget = None
+        if strategy == BUDGET_STRATEGY:
+            budget = budget_samples(self.out, task, self.st)
+            args["n_samples"] = budget["n_samples"]
+            print(f"{task}: sc uses n_samples={budget['n_samples']} ({budget['source']})",
+                  flush=True)
+        paths["trace"].unlink(missing_ok=True)  # a stale trace of an interrupted attempt
+        lm = self.softreason
+        lm.configure(**softreason_args(args), trace_path=str(paths["trace"]))  # zeroes stats
+        results, cell_wall = self._evaluate(lm, task, task)
+        counted = lm.get_model_info()["softreason_stats"]
+        stats = {k: v for k, v in counted.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        stats["fallback_reasons"] = counted["fallback_reasons"]
+
+        questions = stats.get("questions") or 0
+        cell = self._cell(task, strategy, results, cell_wall)
+        cell["label"] = (f"{strategy} (N={args['n_samples']})" if budget else strategy)
+        cell.update(per_question(stats, questions))
+        cell["stats"] = stats
+        recorded = {"pretrained": model_name(self.st.model),
+                    "dtype": self.st.dtype, "batch_size": self.st.batch_size, **args,
+                    "trace_path": f"cells/{paths['trace'].name}"}
+        cell["model_args"] = recorded
+        cell["model_args_string"] = ",".join(f"{k}={v}" for k, v in recorded.items())
+        if budget:
+            cell["budget"] = budget
+        self._write(paths, cell, results, task)
+        return cell
+
+    def _run_hf_sc(self) -> dict[str, Any]:
+        """lm-eval's gsm8k_cot_self_consistency (our offline copy: same prompt, filters and
+        metrics) with a plain HFLM (``--model hf``)."""
+        task_name, strategy = HF_SC_TASK, HF_SC_STRATEGY
+        paths = cell_paths(self.out, task_name, strategy)
+        base = self.base
+        lm = _timed_hflm()(pretrained=base.model, tokenizer=base.tokenizer,
+                           batch_size=self._hf_batch(), **hf_args(self.st.extra_model_args))
+        tm = self.task_manager([task_name])
+        spec: Any = task_name
+        if self.st.hf_sc_repeats is not None:
+            spec = hf_sc_config(tm, self.st.hf_sc_repeats)
+        task = tm.load([spec])["tasks"][task_name]
+        repeats = int(task.config.repeats)
+        results, cell_wall = self._evaluate(lm, task, task_name)
+
+        samples = results.get("samples", {}).get(task_name, [])
+        generated = prefilled = 0
+        for s in samples:
+            context = _sample_context(s)
+            n_ctx = len(base.tok_encode(context)) if context else 0
+            for text in _sample_responses(s):
+                generated += len(base.tok_encode(text))
+                prefilled += n_ctx
+        questions = len(samples)
+        stats = {"questions": questions, "tokens_generated": generated,
+                 "tokens_prefilled": prefilled, "verifier_tokens": 0,
+                 "wall_time_s": lm.generate_time_s}
+
+        vote = f"maj@{repeats}"
+        cell = self._cell(task_name, strategy, results, cell_wall,
+                          strict_filter=vote, flexible_filter=None)
+        cell["label"] = f"{strategy} (N={repeats})"
+        cell.update(per_question(stats, questions))
+        cell["stats"] = stats
+        cell["repeats"] = repeats
+        cell["note"] = (f"lm-eval's {task_name} (8-shot CoT, T=0.2) with --model hf; strict = "
+                        f"exact_match,{vote} (vote over all {repeats} samples); "
+                        "tokens re-counted from the logged samples")
+        recorded = {"pretrained": model_name(self.st.model),
+                    "dtype": self.st.dtype, "batch_size": self._hf_batch(),
+                    **hf_args(self.st.extra_model_args)}
+        cell["model_args"] = recorded
+        cell["model_args_string"] = ",".join(f"{k}={v}" for k, v in recorded.items())
+        self._write(paths, cell, results, task_name)
+        return cell
+
+    def _cell(self, task: str, strategy: str, results: dict, cell_wall: float,
+              strict_filter: str | None = "strict-match",
+              flexible_filter: str | None = "flexible-extract") -> dict[str, Any]:
+        import lm_eval
+        import torch
+
+        import lm_eval_softreason
+
+        task_results = results["results"].get(task, {})
+        n_samples = results.get("n-samples", {}).get(task, {})
+        return {
+            "schema": CELL_SCHEMA,
+            "task": task,
+            "strategy": strategy,
+            "spec": json.loads(json.dumps(self.st.spec(task, strategy), default=str)),
+            "accuracy_strict": _metric(task_results, strict_filter),
+            "accuracy_flexible": _metric(task_results, flexible_filter),
+            "stderr_strict": _metric(task_results, strict_filter, stderr=True),
+            "stderr_flexible": _metric(task_results, flexible_filter, stderr=True),
+            "metrics": {k: v for k, v in task_results.items() if k != "alias"},
+            "n": n_samples.get("effective"),
+            "cell_wall_time_s": cell_wall,
+            "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
+            "lm_eval_softreason_version": lm_eval_softreason.__version__,
+            "torch_version": torch.__version__,
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": {"samples": f"cells/{cell_stem(task, strategy)}.samples.jsonl",
+                      "trace": (None if strategy == HF_SC_STRATEGY
+                                else f"cells/{cell_stem(task, strategy)}.trace.jsonl")},
+            "lm_eval_config": _jsonable(_config_without_model_path(results.get("config", {}))),
+        }
+
+    def _write(self, paths: dict[str, Path], cell: dict, results: dict, task: str) -> None:
+        from lm_eval.utils import handle_non_serializable
+
+        samples = results.get("samples", {}).get(task, [])
+        write_atomic(paths["samples"], "".join(
+            json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n"
+            for s in samples))
+        # The cell file is written last: its presence marks the cell finished.
+        write_atomic(paths["cell"], json.dumps(cell, indent=2, default=str) + "\n")
+
+
+@functools.cache
+def _timed_hflm() -> type:
+    """``HFLM`` adding up the time spent in ``generate_until`` (the hf_sc cell's wall s/q);
+    built on first use so that ``--help`` and ``--report-only`` never import lm-eval's models."""
+    from lm_eval.models.huggingface import HFLM
+
+    class TimedHFLM(HFLM):
+        generate_time_s = 0.0
+
+        def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+            started = time.perf_counter()
+            try:
+                return super().generate_until(requests, disable_tqdm=disable_tqdm)
+            finally:
+                self.generate_time_s += time.perf_counter() - started
+
+    return TimedHFLM
+
+
+def per_question(stats: dict[str, Any], questions: int) -> dict[str, float | None]:
+    def mean(key: str) -> float | None:
+        return stats.get(key, 0) / questions if questions else None
+
+    return {
+        "questions": questions,
+        # tokens_generated already counts the verifier's tokens (a subset: verifier_tokens).
+        "tokens_generated_per_q": mean("tokens_generated"),
+        "verifier_tokens_per_q": mean("verifier_tokens"),
+        "tokens_prefilled_per_q": mean("tokens_prefilled"),
+        "wall_time_per_q_s": mean("wall_time_s"),
+        "fallbacks": stats.get("fallbacks", 0),
+    }
+
+
+def _metric(task_results: dict, filter_name: str | None, stderr: bool = False) -> float | None:
+    if filter_name is None:
+        return None
+    metric = "exact_match_stderr" if stderr else "exact_match"
+    value = task_results.get(f"{metric},{filter_name}")
+    if value is None:  # a task scored by another metric: take the first one of this filter
+        for key, v in task_results.items():
+            name, _, filt = key.partition(",")
+            if filt == filter_name and name.endswith("_stderr") == stderr:
+                value = v
+                break
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _sample_context(sample: dict) -> str | None:
+    args = sample.get("arguments")
+    if isinstance(args, dict) and args:
+        first = next(iter(args.values()))
+        if isinstance(first, dict):
+            return first.get("arg_0")
+    if isinstance(args, (list, tuple)) and args and isinstance(args[0], (list, tuple)):
+        return args[0][0]
+    return None
+
+
+def _sample_responses(sample: dict) -> list[str]:
+    out: list[str] = []
+    for r in sample.get("resps", []):
+        if isinstance(r, str):
+            out.append(r)
+        elif isinstance(r, (list, tuple)):
+            out.extend(x for x in r if isinstance(x, str))
+    return out
+
+
+def _config_without_model_path(config: dict) -> dict:
+    """lm-eval's config section with the absolute model path it records cut to the folder
+    name."""
+    config = dict(config)
+    for key in ("model", "pretrained"):
+        if isinstance(config.get(key), str) and os.path.isabs(config[key]):
+            config[key] = Path(config[key]).name
+    return config
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+# --- report ------------------------------------------------------------------------------------
+
+COLUMNS = ("task", "strategy", "accuracy strict", "accuracy flexible",
+           "generated tokens/q", "prefill tokens/q", "wall s/q", "n")
+
+
+def sort_cells(cells: list[dict[str, Any]], tasks: list[str] | None = None
+               ) -> list[dict[str, Any]]:
+    tasks = tasks or []
+
+    def key(c: dict[str, Any]) -> tuple:
+        t, s = c["task"], c["strategy"]
+        return (tasks.index(t) if t in tasks else len(tasks), t,
+                ORDER.index(s) if s in ORDER else len(ORDER), s)
+
+    return sorted(cells, key=key)
+
+
+def cells_table(cells: list[dict[str, Any]]) -> str:
+    """The results table (``table.md``): one row per cell, then a warning per cell with
+    fallbacks."""
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    def num(v: float | None, digits: int) -> str:
+        return "–" if v is None else f"{v:,.{digits}f}"
+
+    rows = [[c["task"], c.get("label", c["strategy"]), pct(c.get("accuracy_strict")),
+             pct(c.get("accuracy_flexible")), num(c.get("tokens_generated_per_q"), 1),
+             num(c.get("tokens_prefilled_per_q"), 1), num(c.get("wall_time_per_q_s"), 2),
+             "–" if c.get("n") is None else str(c["n"])] for c in cells]
+    table = render_table(COLUMNS, rows, numeric=range(2, len(COLUMNS)), align=False)
+    return "\n".join([table, *fallback_notes(cells)]) + "\n"
+
+
+def fallback_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """Lines under the table for cells where questions fell back to greedy: their rows do not
+    measure the strategy alone (e.g. the verifier ran out of GPU memory), so say so."""
+    notes = []
+    for c in cells:
+        if c.get("fallbacks"):
+            reasons = c.get("stats", {}).get("fallback_reasons") or {}
+            why = ", ".join(f"{k}: {v}" for k, v in reasons.items()) or "reason not recorded"
+            notes.append(f"\n**Warning**: {c['task']} / {c.get('label', c['strategy'])}: "
+                         f"{c['fallbacks']} of {c.get('questions', c.get('n'))} questions fell "
+                         f"back to greedy ({why}); that row is not the strategy's own result.")
+    return notes
+
+
+def plot(cells: list[dict[str, Any]], path: Path) -> bool:
+    """Accuracy (flexible; strict where a task has none) vs generated tokens/question.
+
+    One panel per task, one labelled point per strategy.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed; no plot written (pip install matplotlib)",
+              file=sys.stderr)
+        return False
+    points = [c for c in cells if c.get("tokens_generated_per_q") is not None
+              and (c.get("accuracy_flexible") is not None
+                   or c.get("accuracy_strict") is not None)]
+    tasks = list(dict.fromkeys(c["task"] for c in points)) or ["(no cells)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [c for c in points if c["task"] == task]
+        xs = [c["tokens_generated_per_q"] for c in mine]
+        ys = [100 * (c["accuracy_flexible"] if c.get("accuracy_flexible") is not None
+                     else c["accuracy_strict"]) for c in mine]
+        for i, (c, x, y) in enumerate(zip(mine, xs, ys)):
+            ax.scatter([x], [y], s=45, zorder=3)
+            ax.annotate(c.get("label", c["strategy"]), (x, y), textcoords="offset points",
+                        xytext=(6, 5 if i % 2 == 0 else -11), fontsize=8)
+        positive = [x for x in xs if x > 0]
+        if positive and max(positive) / min(positive) > 20:
+            ax.set_xscale("log")
+        if ys:
+            ax.set_ylim(max(0.0, min(ys) - 5), min(100.0, max(ys) + 5))
+            ax.margins(x=0.15)
+        ax.set_title(task)
+        ax.set_xlabel("generated tokens / question (verifier included)")
+        ax.set_ylabel("accuracy, flexible-extract (%)")
+        ax.grid(True, alpha=0.3, zorder=0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def report(out: Path, tasks: list[str] | None = None) -> str:
+    cells = sort_cells(load_cells(out), tasks)
+    table = cells_table(cells)
+    write_atomic(out / "table.md", table)
+    print(table, end="", flush=True)
+    if cells:
+        plot(cells, out / "accuracy_vs_tokens.png")
+    return table
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    tasks = _split_list(args.tasks)
+    if args.report_only:
+        report(out, tasks)
+        return 0
+    if not args.model:
+        raise SystemExit("--model is required (except with --report-only)")
+    strategies = _split_list(args.strategies)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise SystemExit(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    if args.sc_n is not None and args.sc_n < 1:
+        raise SystemExit("--sc-n must be >= 1")
+    if args.hf_sc_repeats is not None and args.hf_sc_repeats < 1:
+        raise SystemExit("--hf-sc-repeats must be >= 1")
+
+    import torch
+
+    # No autoload.install(): cells get an LM object and a TaskManager that includes our tasks
+    # folder, so nothing global (model registry, TaskManager defaults) needs patching.
+    st = RunSettings(
+        model=args.model, limits=parse_limits(args.limit, tasks), seed=args.seed,
+        apply_chat_template=args.apply_chat_template, batch_size=args.batch_size,
+        dtype=args.dtype, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        extra_model_args=parse_kv(args.extra_model_args), gen_kwargs=parse_kv(args.gen_kwargs),
+        sc_temperature=args.sc_temperature, sc_n=args.sc_n, hf_sc_repeats=args.hf_sc_repeats,
+    )
+    _check_extra_args(st, strategies)
+    plan = plan_cells(tasks, strategies, args.baseline_hf_sc)
+
+    # Everything that can fail without the model is checked before it is loaded.
+    todo = []
+    for task, strategy in plan:
+        cell = read_cell(cell_paths(out, task, strategy)["cell"])
+        if cell is not None:
+            diff = check_spec(cell, st.spec(task, strategy))
+            if diff:
+                raise SystemExit(
+                    f"{cell_stem(task, strategy)} in {out} was run with other settings ("
+                    + "; ".join(diff) + "); use another --out or delete that cell")
+            continue
+        todo.append((task, strategy))
+    if BUDGET_STRATEGY in strategies and st.sc_n is None:
+        for task in tasks:
+            missing = [s for s in (BUDGET_UNIT, BUDGET_REFERENCE) if s not in strategies
+                       and read_cell(cell_paths(out, task, s)["cell"]) is None]
+            if missing:
+                raise SystemExit(
+                    f"sc's sample budget is matched to softreason/greedy on the same task, but "
+                    f"{', '.join(missing)} is neither in --strategies nor finished in {out} for "
+                    f"{task}; add it or pass --sc-n")
+
+    runner = Runner(st, out)
+    for task, strategy in plan:
+        if (task, strategy) not in todo:
+            print(f"skip {task} / {strategy}: finished cell in {out / 'cells'}", flush=True)
+            continue
+        print(f"run {task} / {strategy}", flush=True)
+        cell = runner.run_cell(task, strategy)
+        print(f"done {task} / {cell.get('label', strategy)}: strict={cell['accuracy_strict']} "
+              f"flexible={cell['accuracy_flexible']} "
+              f"tokens/q={cell['tokens_generated_per_q']}", flush=True)
+        for note in fallback_notes([cell]):
+            print(note.strip(), file=sys.stderr, flush=True)
+    report(out, tasks)
+    return 0
+
+
+def _check_extra_args(st: RunSettings, strategies: list[str]) -> None:
+    """Validate every cell's model_args now (a typo costs a second, not a model load)."""
+    from lm_eval_softreason.config import ConfigError, SoftReasonConfig
+
+    reserved = sorted(set(st.extra_model_args) & {"pretrained", "dtype", "device", "batch_size",
+                                                  "trace_path", "tokenizer"})
+    if reserved:
+        raise SystemExit(f"--extra-model-args may not set {', '.join(reserved)}: use the "
+                         "dedicated option (trace_path and tokenizer are set per cell)")
+    for strategy in strategies:
+        args = strategy_model_args(strategy, st)
+        overridden = sorted(k for k, v in st.extra_model_args.items() if args[k] != v)
+        if strategy == BUDGET_STRATEGY and "n_samples" in st.extra_model_args:
+            overridden.append("n_samples (budget-matched, or --sc-n)")
+        if overridden:
+            print(f"note: {strategy} sets {', '.join(overridden)} itself; "
+                  f"--extra-model-args value ignored there", file=sys.stderr)
+        try:
+            SoftReasonConfig.from_kwargs(args)
+        except ConfigError as exc:
+            raise SystemExit(f"strategy {strategy}: {exc}") from None
