@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from lm_eval_softreason.settings import fingerprint, result_args
@@ -18,7 +18,6 @@ PRESETS = ("paper", "reference")
 SELECTS = ("best", "vote")
 SEARCHES = ("bo", "random")
 SIGMA_SCALES = ("absolute", "embedding_std")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -71,7 +70,6 @@ class SoftReasonConfig:
     bo_workers: int = 0
     max_active: int | str = "auto"
     max_fallback_rate: float = 0.2
-    explicit: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -115,7 +113,7 @@ class SoftReasonConfig:
         Keys that are neither ours nor ``passthrough`` are left for ``from_pretrained``, except
         near-misses of our names (``sigmma``), which are errors: they would be silently ignored.
         """
-        ours = {f.name for f in dataclasses.fields(cls) if f.name != "explicit"}
+        ours = {f.name for f in dataclasses.fields(cls)}
         mine = {k: v for k, v in kwargs.items() if k in ours}
         rest = {k: v for k, v in kwargs.items() if k not in ours}
         for key in rest:
@@ -129,13 +127,12 @@ class SoftReasonConfig:
         _check_choice("preset", preset, PRESETS)
         values = {**PRESET_VALUES[preset], **mine}
         values = {k: _coerce(k, v) for k, v in values.items()}
-        return cls(**values, explicit=tuple(sorted(mine))), rest
+        return cls(**values), rest
 
     def public_dict(self) -> dict[str, Any]:
         """The settings that change results (:mod:`lm_eval_softreason.settings`), JSON-safe
         (callables shown by import path): for results files, traces and the cache guard."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                  if f.name != "explicit"}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return result_args({k: _callable_name(v) if callable(v) else v
                             for k, v in values.items()})
 

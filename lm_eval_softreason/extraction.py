@@ -116,11 +116,6 @@ class AnswerExtractor:
             )
         return cls([by_name[name] for name in pipelines])
 
-    def extract_all(self, text: str) -> dict[str, str]:
-        """Each pipeline's raw output, by name: what lm-eval stores in ``filtered_resps``
-        ("[invalid]" included), or its first item for a pipeline that ends with a list."""
-        return {p.name: p.run(text) for p in self._pipelines}
-
     def __call__(self, text: str) -> str | None:
         """The first valid answer over the pipelines in order, stripped; None if none is valid."""
         for pipeline in self._pipelines:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from lm_eval_softreason.config import ConfigError
@@ -42,7 +42,6 @@ class VerifyResult:
     analysis: str = ""
     tokens_generated: int = 0
     tokens_prefilled: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -98,15 +98,18 @@ class SoftReasonSearch(Strategy):
         if float(rewards.max() - rewards.min()) < 1e-12:
             # Nothing to learn from; more rounds would be random search. Treat as converged.
             return self.finish("flat_rewards")
-        self.round += 1
         if cfg.search == "random":
-            self.pending = self.space.random_points(cfg.batch)
-            return None
+            return self._start_round(self.space.random_points(cfg.batch))
         self.request = ProposalRequest(
             torch.stack(self.points), rewards, self.space.bounds, cfg.batch,
-            seed=(self.ctx.seed + self.round) % (2**31),
+            seed=(self.ctx.seed + self.round + 1) % (2**31),
         )
         return None
+
+    def _start_round(self, points: torch.Tensor) -> None:
+        """The next round will decode ``points``; ``round`` counts only rounds that run."""
+        self.round += 1
+        self.pending = points
 
     def proposal_request(self) -> ProposalRequest | None:
         return self.request
@@ -115,10 +118,8 @@ class SoftReasonSearch(Strategy):
         self.request = None
         self.expected_improvement.append(proposal.expected_improvement)
         if proposal.expected_improvement < self.ctx.cfg.ei_threshold:
-            self.round -= 1
             return self.finish("ei_below_threshold")
-        self.pending = proposal.points
-        return None
+        return self._start_round(proposal.points)
 
     def ranked(self) -> list[Generation]:
         return rank(self.generations, self.ctx.cfg.select, self.extra_votes)

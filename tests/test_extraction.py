@@ -13,7 +13,7 @@ from lm_eval.tasks import TaskManager
 
 from lm_eval_softreason import data, extraction
 from lm_eval_softreason.answers import normalize_answer
-from lm_eval_softreason.extraction import AnswerExtractor, get_answer_extractor
+from lm_eval_softreason.extraction import AnswerExtractor, get_answer_extractor, task_config
 from lm_eval_softreason.tasks_path import tasks_dir
 
 # Our tasks folder's tasks: svamp and the offline copies of lm-eval's gsm8k tasks (same filters).
@@ -59,15 +59,23 @@ def lm_eval_filtered(task: Any, text: str) -> dict[str, str]:
     return inst.filtered_resps
 
 
+def one_pipeline(task_name: str, pipeline: str) -> AnswerExtractor:
+    """An extractor reading only ``pipeline`` of the task's filters."""
+    return AnswerExtractor.from_filter_list(task_config(task_name)["filter_list"], [pipeline])
+
+
 @pytest.mark.parametrize("text", TEXTS)
 @pytest.mark.parametrize("name", TASKS)
 def test_extractor_equals_lm_eval_filters(tasks: dict[str, Any], name: str, text: str) -> None:
+    """Each pipeline alone answers what lm-eval's filter stores; the extractor answers the
+    first valid one."""
     extractor = get_answer_extractor(name)
     expected = lm_eval_filtered(tasks[name], text)
-    got = extractor.extract_all(text)
-    assert got == {p: expected[p] for p in extractor.pipelines}
-    valid = [got[p] for p in extractor.pipelines if got[p] != "[invalid]"]
-    assert extractor(text) == (valid[0] if valid else None)
+    answers = [None if expected[p] == "[invalid]" else expected[p].strip() or None
+               for p in extractor.pipelines]
+    for pipeline, answer in zip(extractor.pipelines, answers):
+        assert one_pipeline(name, pipeline)(text) == answer
+    assert extractor(text) == next((a for a in answers if a is not None), None)
 
 
 def test_gsm8k_cot_reads_a_final_unpunctuated_answer_as_lm_eval_does() -> None:
@@ -81,7 +89,8 @@ def test_gsm8k_cot_reads_a_final_unpunctuated_answer_as_lm_eval_does() -> None:
 def test_flexible_extract_is_the_fallback() -> None:
     extractor = get_answer_extractor("svamp")
     text = "She pays 76 - 25 = 51 dollars for each pack."
-    assert extractor.extract_all(text) == {"strict-match": "[invalid]", "flexible-extract": "51"}
+    assert one_pipeline("svamp", "strict-match")(text) is None
+    assert one_pipeline("svamp", "flexible-extract")(text) == "51"
     assert extractor(text) == "51"
 
 
@@ -104,7 +113,9 @@ def test_no_answer_is_none() -> None:
 def test_self_consistency_pipelines_work_on_one_response() -> None:
     extractor = get_answer_extractor("gsm8k_cot_self_consistency_offline")
     assert extractor.pipelines == ["score-first", "maj@64", "maj@8"]
-    assert extractor.extract_all("The answer is 12.") == dict.fromkeys(extractor.pipelines, "12")
+    for pipeline in extractor.pipelines:
+        assert one_pipeline("gsm8k_cot_self_consistency_offline", pipeline)(
+            "The answer is 12.") == "12"
 
 
 def test_task_metadata_chooses_pipelines() -> None:
@@ -130,9 +141,7 @@ def test_metadata_order_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     extractor = extraction.get_answer_extractor.__wrapped__("flexible_first")
     assert extractor.pipelines == ["flexible-extract", "strict-match"]
     # strict-match ends without take_first, so its one-item list output is unwrapped.
-    assert extractor.extract_all("The answer is 12, not 13") == {
-        "flexible-extract": "13", "strict-match": "12"
-    }
+    assert one_pipeline("flexible_first", "strict-match")("The answer is 12, not 13") == "12"
     assert extractor("The answer is 12, not 13") == "13"
 
 
@@ -158,14 +167,12 @@ def test_custom_fallback_counts_as_invalid() -> None:
             {"function": "regex", "regex_pattern": r"#### (\d+)", "fallback": "NONE"},
             {"function": "take_first"}]},
     ])
-    assert extractor.extract_all("no answer") == {"strict": "NONE"}
     assert extractor("no answer") is None
 
 
 def test_no_filter_list_uses_the_stripped_text() -> None:
     extractor = AnswerExtractor.from_filter_list(None)
     assert extractor.pipelines == ["none"]
-    assert extractor.extract_all("  42 apples\n") == {"none": "  42 apples\n"}
     assert extractor("  42 apples\n") == "42 apples"
     assert extractor("   ") is None
 

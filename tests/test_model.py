@@ -49,6 +49,18 @@ def test_repeats_share_one_search_best_first(configure, tmp_path):
     assert rec["candidates"][rec["chosen"]]["text"] == out[0]
 
 
+def test_expected_improvement_stop_counts_the_rounds_that_ran(configure, tmp_path):
+    """EI below the threshold at the first proposal: only round 0 ran, and the trace says 1."""
+    lm = configure(trace_path=str(tmp_path / "t.jsonl"), max_rounds=3, ei_threshold=1e9)
+    lm.generate_until([request(q) for q in QUESTIONS])
+    records = read_trace(tmp_path / "t.jsonl")
+    assert [r["stop_reason"] for r in records] == ["ei_below_threshold"] * 3
+    assert [r["rounds"] for r in records] == [1, 1, 1]
+    assert [len(r["expected_improvement"]) for r in records] == [1, 1, 1]
+    assert [[c["round"] for c in r["candidates"]] for r in records] == [[0, 0, 0]] * 3
+    assert lm.get_model_info()["softreason_stats"]["rounds"] == 3
+
+
 def test_trace_and_model_info_record_the_search(configure, tmp_path):
     lm = configure(trace_path=str(tmp_path / "t.jsonl"))
     lm.generate_until([request(q) for q in QUESTIONS[:2]])

@@ -68,6 +68,9 @@ def test_fallbacks_above_the_threshold_warn_and_are_recorded(tiny_model_dir, gre
                       max_fallback_rate=0.3, **FAST)
     out = lm.generate_until([request(q) for q in QUESTIONS])
     assert out[1] == greedy_out[1]
+    # the question's fallback is logged once, with its reason (the runner's _fail)
+    assert [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()] == [
+        "question falls back to greedy (verifying: RuntimeError: verifier exploded)"]
     expected = ("softreason: 1 of 3 questions (33%) fell back to plain greedy decoding, more "
                 "than max_fallback_rate=0.3; reasons: {'verifying': 1}. These results are "
                 "partly greedy's.")
