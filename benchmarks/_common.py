@@ -219,7 +219,8 @@ def now() -> float:
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
+    """The package's table renderer, compact, every column after the first right-aligned."""
+    from lm_eval_softreason.report import render_table
+
+    return render_table(header, [[str(c) for c in r] for r in rows],
+                        numeric=range(1, len(header)), align=False)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which CPU settings make our batched decoding fastest on this machine?
 
-Measures decode throughput (generated tokens/s) of ``lm_eval_softreason.decoding.BatchDecoder``
+Measures decode throughput (generated tokens/s) of ``lm_eval_softreason.engines.hf.BatchDecoder``
 (prompt prefilled once, N rows with perturbed ``first_embed``, EOS ignored so every row runs
 exactly ``--max-new-tokens``) for every combination of
 
@@ -83,7 +83,8 @@ def child(args: argparse.Namespace) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lm_eval_softreason.config import SoftReasonConfig
-    from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, prefill
+    from lm_eval_softreason.engines.base import DecodeRow
+    from lm_eval_softreason.engines.hf import BatchDecoder, prefill
     from lm_eval_softreason.perturbation import EmbeddingSpace
 
     tok = AutoTokenizer.from_pretrained(args.child)

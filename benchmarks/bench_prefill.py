@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lm_eval_softreason.decoding import prefill
+    from lm_eval_softreason.compat import cache_arg, new_cache
+    from lm_eval_softreason.engines.hf import prefill
 
     def whole_prompt(model, ids):  # type: ignore[no-untyped-def]
         """The old prefill's forward: logits for every position, the last row kept as a view."""
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             t = torch.tensor([ids])
             out = model(input_ids=t, attention_mask=torch.ones_like(t),
                         position_ids=torch.arange(len(ids)).unsqueeze(0),
-                        past_key_values=DynamicCache(config=model.config), use_cache=True)
+                        **cache_arg(model, new_cache(model)), use_cache=True)
             return out.logits[0, -1].float()
 
     results: dict = {"whole_prompt": {}, "prefill": {}, "retained_mb": {}, "max_abs_diff": {}}

@@ -156,7 +156,8 @@ class Probe:
 def ours_once(lm: SoftReasonLM, prompt: str, n: int, max_new: int, seed: int) -> dict:
     import torch
 
-    from lm_eval_softreason.decoding import BatchDecoder, DecodeRow, prefill
+    from lm_eval_softreason.engines.base import DecodeRow
+    from lm_eval_softreason.engines.hf import BatchDecoder, prefill
     from lm_eval_softreason.perturbation import EmbeddingSpace
 
     model, tok = lm.model, lm.tokenizer

@@ -308,10 +308,9 @@ def hf_sc_config(task_manager: Any, repeats: int) -> dict[str, Any]:
     Its vote over all samples is renamed ``maj@64`` -> ``maj@<repeats>``; a ``maj@k`` vote over
     the first k samples is kept only for k < repeats (lm-eval asserts that k samples exist).
     """
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from lm_eval_softreason.compat import entry_config
 
-    entry = task_manager.task_index[HF_SC_TASK]
-    cfg = dict(load_yaml(entry.yaml_path, resolve_func=True))
+    cfg = entry_config(task_manager.task_index[HF_SC_TASK])
     cfg["repeats"] = int(repeats)
     filters = []
     for f in cfg.get("filter_list", []):

@@ -146,10 +146,8 @@ def _full_task_index(include_paths: tuple[str, ...]) -> dict[str, Any]:
 
 def task_config(task_name: str) -> dict[str, Any]:
     """The task's YAML config, includes merged and ``!function`` references imported."""
-    from lm_eval.tasks._index import Kind
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     from lm_eval_softreason.autoload import seen_include_paths
+    from lm_eval_softreason.compat import TASK_KINDS, entry_config, entry_kind
 
     entry = _own_task_index().get(task_name) or _full_task_index(
         seen_include_paths()).get(task_name)
@@ -158,14 +156,12 @@ def task_config(task_name: str) -> dict[str, Any]:
             f"unknown task {task_name!r}: neither lm_eval_softreason's tasks nor lm-eval's task "
             "index define it"
         )
-    if entry.kind not in (Kind.TASK, Kind.PY_TASK):
+    if entry_kind(entry) not in TASK_KINDS:
         raise ValueError(
-            f"{task_name!r} is a {entry.kind.name.lower()}, not a task; answers are extracted per "
+            f"{task_name!r} is a {entry_kind(entry)}, not a task; answers are extracted per "
             "task, so pass one of its tasks' names"
         )
-    if entry.yaml_path is not None:
-        return load_yaml(entry.yaml_path, resolve_func=True)
-    return dict(entry.cfg or {})
+    return entry_config(entry)
 
 
 @cache

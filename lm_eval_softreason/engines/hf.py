@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lm_eval_softreason.compat import cache_arg, cache_layers, keep_rows, new_cache
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
 
 log = logging.getLogger(__name__)
@@ -88,17 +89,15 @@ def prefill(
     device = model.device
     ids = torch.tensor([list(token_ids)], dtype=torch.long, device=device)
     start = 0 if prefix is None else prefix.length
-    cache = DynamicCache(config=model.config)
-    if prefix is not None:
-        cache = DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix.kv], config=model.config)
+    cache = new_cache(model, None if prefix is None else list(prefix.kv or []))
     positions = torch.arange(start, start + ids.shape[1], device=device).unsqueeze(0)
     mask = torch.ones(1, start + ids.shape[1], dtype=torch.long, device=device)
     extra = {"logits_to_keep": 1} if _keeps_last_logits_only(type(model)) else {}
     out = model(
-        input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        input_ids=ids, attention_mask=mask, position_ids=positions, **cache_arg(model, cache),
         use_cache=True, **extra,
     )
-    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    kv = cache_layers(cache)  # the forward pass filled the cache in place
     return HFPromptState(
         kv=kv,
         length=start + ids.shape[1],
@@ -182,7 +181,7 @@ class BatchDecoder:
         dtype = model_dtype(self.model)
         n = len(rows)
         width = max(r.prompt.length for r in rows)
-        cache = DynamicCache(ddp_cache_data=_stack_kv(rows, width), config=self.model.config)
+        cache = new_cache(self.model, _stack_kv(rows, width))
         mask = torch.zeros(n, width + 1, dtype=torch.long, device=device)
         for i, r in enumerate(rows):
             mask[i, width - r.prompt.length:] = 1
@@ -217,7 +216,7 @@ class BatchDecoder:
         while alive:
             out = self.model(
                 **inputs, attention_mask=mask, position_ids=positions.unsqueeze(1),
-                past_key_values=cache, use_cache=True,
+                **cache_arg(self.model, cache), use_cache=True,
             )
             logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
             next_tokens, chosen_lp, margins = _choose_batch(
@@ -308,7 +307,7 @@ def _select(keep, alive, mask, positions, inputs, cache):  # type: ignore[no-unt
     """Drop finished rows from every batch tensor and from the KV cache."""
     index = torch.tensor(keep, dtype=torch.long, device=mask.device)
     if len(keep):
-        cache.batch_select_indices(index)
+        keep_rows(cache, index)
     name, tensor = next(iter(inputs.items()))
     return ([alive[j] for j in keep], mask[index], positions[index], {name: tensor[index]})
 
