@@ -31,7 +31,7 @@ from lm_eval.models.utils import (
 from lm_eval_softreason.bayesopt import Proposer
 from lm_eval_softreason.baselines import CotDecoding, Fire, SelfConsistency
 from lm_eval_softreason.config import SoftReasonConfig
-from lm_eval_softreason.engines.base import Engine
+from lm_eval_softreason.engines.base import Engine, PromptState
 from lm_eval_softreason.extraction import get_answer_extractor
 from lm_eval_softreason.objectives import (
     NoVerifier,
@@ -234,7 +234,7 @@ class SoftReasonMixin:
             self._to_text, self._token_spans, max_active=self._max_active(),
             proposer=self._proposer, disable_tqdm=disable_tqdm or self.rank != 0,
         )
-        runner.run(uniques, self._strategy, finish, desc=f"softreason[{self.sr_config.mode}]")
+        runner.run(uniques, self._start, finish, desc=f"softreason[{self.sr_config.mode}]")
         self._stats["wall_time_s"] += time.perf_counter() - started
         self._check_fallbacks(call)
         return out
@@ -310,32 +310,42 @@ class SoftReasonMixin:
         so results do not depend on --limit, sharding or request order."""
         return int(self._question_key(u)[:16], 16) >> 1
 
-    def _strategy(self, u: _Unique) -> Strategy | None:
-        """The question's strategy; None if even its prompt cannot be run (logged)."""
+    def _start(self, us: list[_Unique]) -> list[Strategy | None]:
+        """Strategies of the questions joining the window, their prompts prefilled in one
+        engine call; if that fails, one by one, and a prompt that cannot be run even alone
+        gets None (answered with an empty string, logged)."""
         try:
-            return self._build_strategy(u)
+            prepared = [self._encode(u) for u in us]
+            states = self.engine.prefill_many([ids for ids, _ in prepared])
         except Exception as exc:
-            log.error("cannot run prompt %r...: %r; answering with an empty string",
-                      u.context[:60], exc)
-            return None
+            if len(us) == 1:
+                log.error("cannot run prompt %r...: %r; answering with an empty string",
+                          us[0].context[:60], exc)
+                return [None]
+            return [s for u in us for s in self._start([u])]
+        return [self._strategy(u, state, too_long)
+                for u, state, (_, too_long) in zip(us, states, prepared)]
 
-    def _build_strategy(self, u: _Unique) -> Strategy:
+    def _encode(self, u: _Unique) -> tuple[list[int], str | None]:
+        """The prompt's ids, cut to what fits beside the generation budget as HFLM's own
+        greedy path does, and the fallback reason when it had to be cut."""
         max_ctx = self.max_length - u.max_gen_toks
         ids = self.encode_prompt(u.context)
-        too_long = len(ids) > max_ctx
-        if too_long:
-            reason = (f"prompt longer than the context: {len(ids)} tokens, "
-                      f"{max_ctx} fit beside max_gen_toks={u.max_gen_toks}")
-            ids = ids[-max_ctx:]  # what HFLM's own greedy path does
+        if len(ids) <= max_ctx:
+            return ids, None
+        return ids[-max_ctx:], (f"prompt longer than the context: {len(ids)} tokens, "
+                                f"{max_ctx} fit beside max_gen_toks={u.max_gen_toks}")
+
+    def _strategy(self, u: _Unique, state: PromptState, too_long: str | None) -> Strategy:
         ctx = QuestionContext(
-            prompt=u.context, state=self.engine.prefill(ids), task_name=u.task_name,
+            prompt=u.context, state=state, task_name=u.task_name,
             seed=self._seed(u), cfg=self.sr_config, coherence=self._coherence_fn,
             extract=self._extractor(u.task_name), embeddings=self.engine.input_embeddings(),
             embedding_std=self._embedding_std, until=u.until, max_new_tokens=u.max_gen_toks,
         )
         if too_long:
             s: Strategy = Greedy(ctx)
-            s.fallback = reason
+            s.fallback = too_long
             return s
         return STRATEGIES[self.sr_config.mode](ctx)
 

@@ -58,12 +58,13 @@ class WindowedRunner(Generic[Q]):
     def run(
         self,
         questions: Sequence[Q],
-        start: Callable[[Q], Strategy | None],
+        start: Callable[[list[Q]], list[Strategy | None]],
         finish: Callable[[Q, Strategy | None], None],
         desc: str = "softreason",
     ) -> None:
-        """Start each question with ``start`` (None: it cannot run) when a slot is free, and
-        hand it to ``finish`` the round it is done, fallbacks already settled."""
+        """Start the questions that fit the free slots with one ``start`` call (None for a
+        question that cannot run), and hand each to ``finish`` the round it is done,
+        fallbacks already settled."""
         queue = deque(questions)
         window: list[tuple[Q, Strategy]] = []
         bar = tqdm(total=len(questions), desc=desc, unit="q", disable=self.disable_tqdm)
@@ -71,13 +72,14 @@ class WindowedRunner(Generic[Q]):
         try:
             while queue or window:
                 while queue and len(window) < self.max_active:
-                    q = queue.popleft()
-                    s = start(q)
-                    if s is None:
-                        finish(q, None)
-                        bar.update(1)
-                    else:
-                        window.append((q, s))
+                    joining = [queue.popleft()
+                               for _ in range(min(len(queue), self.max_active - len(window)))]
+                    for q, s in zip(joining, start(joining)):
+                        if s is None:
+                            finish(q, None)
+                            bar.update(1)
+                        else:
+                            window.append((q, s))
                 if not window:
                     continue
                 self.round([s for _, s in window if not s.done])

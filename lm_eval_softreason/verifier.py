@@ -102,14 +102,19 @@ class SelfVerifier:
         return self._prefix_state[templated]
 
     def verify_many(self, requests: Sequence[VerifyRequest]) -> list[VerifyResult]:
-        rows, prefilled = [], []
-        for req in requests:
+        states: list[PromptState | None] = [None] * len(requests)
+        groups: dict[str, list[tuple[int, list[int]]]] = {}
+        for i, req in enumerate(requests):
             prefix, rest = self.build_prompt(req)
-            templated = prefix != INSTRUCTIONS
-            state = self.engine.prefill(self.tokenizer.encode(rest, add_special_tokens=False),
-                                        prefix=self._prefix(prefix, templated))
-            rows.append(DecodeRow(state, first_token=state.greedy_token))
-            prefilled.append(state.prefilled_tokens)
+            groups.setdefault(prefix, []).append(
+                (i, self.tokenizer.encode(rest, add_special_tokens=False)))
+        for prefix, members in groups.items():  # one prefill call per shared prefix
+            done = self.engine.prefill_many([ids for _, ids in members],
+                                            prefix=self._prefix(prefix, prefix != INSTRUCTIONS))
+            for (i, _), state in zip(members, done):
+                states[i] = state
+        rows = [DecodeRow(s, first_token=s.greedy_token) for s in states if s is not None]
+        prefilled = [row.prompt.prefilled_tokens for row in rows]
         decoded = self.engine.decode(rows, self.stop, self.max_new_tokens)
         results = []
         for req, res, n_prefill in zip(requests, decoded, prefilled):

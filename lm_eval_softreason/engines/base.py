@@ -23,7 +23,9 @@ class PromptState:
     cache, prompt embeddings); everything else reads only these fields."""
 
     length: int
-    next_logits: torch.Tensor  # [vocab], float32, on the CPU or the model's device
+    # [vocab] float32, CPU or the model's device: logits or log-probs (argmax, top-k and
+    # softmax at a temperature, all that strategies do with them, are the same for both)
+    next_logits: torch.Tensor
     prefilled_tokens: int  # tokens actually run through the model (excludes a reused prefix)
 
     @property
@@ -84,6 +86,13 @@ class Engine(ABC):
         """The state after ``token_ids`` (continuing ``prefix`` if given: its tokens come first
         and, where the engine can, are not run again)."""
 
+    def prefill_many(self, prompts: Sequence[Sequence[int]],
+                     prefix: PromptState | None = None) -> list[PromptState]:
+        """Several prompts at once, each continuing ``prefix`` if given (the questions joining
+        the window in one round, a round's verifier prompts); engines that batch prefill
+        override this."""
+        return [self.prefill(ids, prefix) for ids in prompts]
+
     @abstractmethod
     def decode(
         self, rows: Sequence[DecodeRow], until: Sequence[str], max_new_tokens: int
@@ -101,4 +110,7 @@ class Engine(ABC):
 
     def release(self, state: PromptState) -> None:
         """The question of ``state`` is finished; engines holding resources per state free
-        them here. Dropping the last reference is enough for the HF engine."""
+        them here. Dropping the last reference is enough for both engines so far."""
+
+    def close(self) -> None:
+        """Shut down worker processes, if the engine has any."""

