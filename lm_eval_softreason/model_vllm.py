@@ -20,7 +20,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import has_bos_prefix
 
 from lm_eval_softreason.config import ConfigError, SoftReasonConfig
-from lm_eval_softreason.lm import SoftReasonMixin, weights_fingerprint
+from lm_eval_softreason.lm import (
+    SoftReasonMixin,
+    refuse_unsharded_processes,
+    weights_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
             )
         self._apply_config(cfg)
         super().__init__()
+        refuse_unsharded_processes(self.world_size)  # before starting an engine per process
         try:
             from lm_eval_softreason.engines.vllm import VLLMEngine
         except ImportError as exc:

@@ -46,3 +46,9 @@ def test_the_search_side_never_knows_which_engine_decodes(module):
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert {n for n in names if "vllm" in n.lower() or n in ("HFEngine", "BatchDecoder")} == set()
+
+
+def test_softreason_vllm_refuses_an_unsharded_multi_process_launch(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"launched as 2 processes \(WORLD_SIZE=2\)"):
+        SoftReasonVLLM(pretrained="unused")
