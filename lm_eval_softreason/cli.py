@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "why a softreason cell of a compare folder won or lost"),
     "gate": ("lm_eval_softreason.gate:main",
              "compare lm-eval results with a baseline; exit 1 on a regression"),
+    "rescore": ("lm_eval_softreason.rescore:main",
+                "re-select a finished run's answers under another rule and re-score them"),
 }
 HELP_FLAGS = ("-h", "--help")
 

@@ -1,0 +1,374 @@
+"""``lm-eval-softreason rescore``: what a finished run would have scored under another selection
+rule, without loading a model.
+
+    lm-eval-softreason rescore --trace T.jsonl --results OUT_DIR --select vote [--json R.json]
+    lm-eval-softreason rescore --trace T.jsonl --samples S.jsonl --select pkg.mod:fn
+
+A run with ``trace_path=`` records every candidate of every question; lm-eval's logged samples
+(``--log_samples``, or a ``compare`` cell's ``.samples.jsonl``) hold each document, its prompt and
+the returned response. For every question the rule picks one candidate's full text, and that text
+goes through the task's own filter pipelines and ``process_results``, exactly as lm-eval scored the
+run's response, so ``--select best`` on a run that used ``select=best`` gives its samples back.
+
+Trace records are joined to samples by ``prompt_sha`` (sha256 of the prompt, first 16 hex). A
+question without a trace record, or one answered by the greedy fallback, keeps the run's response:
+there was no search to re-select from.
+
+A rule is a built-in name (:data:`RULES`) or an import path ``package.module:function`` of a
+:data:`Rule`: ``fn(record: dict) -> str`` taking one trace record and returning the text of one of
+its ``candidates``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm_eval_softreason.answers import normalize_answer
+from lm_eval_softreason.report import render_table
+from lm_eval_softreason.selection import Generation, by_objective, rank
+from lm_eval_softreason.settings import prompt_sha
+from lm_eval_softreason.trace import read_trace
+
+# A selection rule: one trace record in, the chosen candidate's full text out.
+Rule = Callable[[dict[str, Any]], str]
+
+
+class RescoreError(ValueError):
+    """Inputs or a rule that rescore cannot use; the CLI prints it as one line."""
+
+
+# ------------------------------------------------------------------------------------- rules
+
+
+def generations(record: dict[str, Any]) -> list[Generation]:
+    """A trace record's candidates as the search held them (what ``selection`` ranks)."""
+    return [Generation(text=c["text"], tokens=c.get("tokens", 0), answer=c.get("answer"),
+                       round=c.get("round", 0), r_verifier=c.get("r_verifier"),
+                       r_coherence=c.get("r_coherence"), reward=c.get("reward"),
+                       confidence=c.get("confidence"))
+            for c in record["candidates"]]
+
+
+def best(record: dict[str, Any]) -> str:
+    """Highest objective (``select=best``, the ``paper`` preset): ``selection.rank(.., "best")``."""
+    return rank(generations(record), "best")[0].text
+
+
+def vote(record: dict[str, Any]) -> str:
+    """Majority over every candidate's answer plus the verifier's answers, as the reference
+    implementation reports (``select=vote``); among the winner's holders the best objective."""
+    return rank(generations(record), "vote", record.get("verifier_answers") or [])[0].text
+
+
+def vote_candidates(record: dict[str, Any]) -> str:
+    """Majority over the candidates' answers only (the verifier's answers do not vote)."""
+    return rank(generations(record), "vote")[0].text
+
+
+def weighted_vote(record: dict[str, Any], weight: Callable[[Generation], float]) -> str:
+    """The answer with the largest total weight wins; ties go to the answer held by more
+    candidates, then to the one seen first in candidate order. Unparsed answers never vote.
+    Among the winner's holders the best objective is returned; with no parsed answer, ``best``.
+    """
+    gens = generations(record)
+    totals: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for g in gens:
+        answer = normalize_answer(g.answer)
+        if answer is not None:
+            totals[answer] = totals.get(answer, 0.0) + weight(g)
+            counts[answer] += 1
+    ordered = by_objective(gens)
+    if not totals:
+        return ordered[0].text
+    first_seen = list(totals)  # dicts keep insertion order: candidate order
+    winner = min(totals, key=lambda a: (-totals[a], -counts[a], first_seen.index(a)))
+    return next(g for g in ordered if normalize_answer(g.answer) == winner).text
+
+
+def vote_verifier_weighted(record: dict[str, Any]) -> str:
+    """Each candidate votes for its answer with weight ``r_verifier`` (missing: 0), so answers
+    the verifier agreed with count and the rest only break ties (see :func:`weighted_vote`)."""
+    return weighted_vote(record, lambda g: max(g.r_verifier or 0.0, 0.0))
+
+
+def vote_coherence_weighted(record: dict[str, Any]) -> str:
+    """Each candidate votes with weight ``r_coherence`` (missing or negative: 0); meant for the
+    [0, 1] coherence terms (``geo_mean_prob``, ``mean_prob``), see :func:`weighted_vote`."""
+    return weighted_vote(record, lambda g: max(g.r_coherence or 0.0, 0.0))
+
+
+RULES: dict[str, Rule] = {
+    "best": best,
+    "vote": vote,
+    "vote_candidates": vote_candidates,
+    "vote_verifier_weighted": vote_verifier_weighted,
+    "vote_coherence_weighted": vote_coherence_weighted,
+}
+
+
+def load_rule(spec: str) -> Rule:
+    """A built-in rule by name, or ``package.module:function`` checked to take one record."""
+    if spec in RULES:
+        return RULES[spec]
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise RescoreError(f"--select {spec!r}: not a built-in rule ({', '.join(RULES)}) and "
+                           f"not an import path 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RescoreError(f"--select {spec!r}: cannot import {module_name!r} ({exc})") from None
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise RescoreError(f"--select {spec!r}: {module_name!r} has no {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise RescoreError(f"--select {spec!r}: {attr!r} is not callable")
+    try:
+        inspect.signature(target).bind({})
+    except TypeError:
+        params = ", ".join(inspect.signature(target).parameters)
+        raise RescoreError(f"--select {spec!r}: it takes ({params}), so it cannot be called as "
+                           f"fn(record: dict) -> str") from None
+    except ValueError:  # no signature to inspect (some builtins): found out at the first call
+        pass
+    return target
+
+
+def choose(rule: Rule, record: dict[str, Any]) -> str:
+    """The rule's text for ``record``, refused unless it is one candidate's full text (the
+    filters must read exactly what the run could have returned)."""
+    text = rule(record)
+    if not any(text == c["text"] for c in record["candidates"]):
+        raise RescoreError(f"rule {getattr(rule, '__name__', rule)!r} returned {text!r:.80}, "
+                           f"which is no candidate's full text (question {record.get('question')})")
+    return text
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def request_args(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(prompt, gen_kwargs) of a sample's first request, in either form lm-eval logs:
+    ``simple_evaluate``'s list of argument tuples or its CLI's ``{"gen_args_0": {"arg_0": ..}}``."""
+    args = row["arguments"]
+    first = args["gen_args_0"] if isinstance(args, dict) else args[0]
+    if isinstance(first, dict):
+        first = [first[f"arg_{i}"] for i in range(len(first))]
+    return first[0], (first[1] if len(first) > 1 else {})
+
+
+def samples_in(results: Path) -> list[Path]:
+    """Every lm-eval samples file under a ``--output_path`` folder."""
+    found = sorted(results.rglob("samples_*.jsonl"))
+    if not found:
+        raise RescoreError(f"no samples_*.jsonl under {results}: was the run made with "
+                           f"--log_samples?")
+    return found
+
+
+def index_trace(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Trace records by ``prompt_sha``; a prompt answered twice (two runs in one file) is
+    ambiguous and refused."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        sha = r["prompt_sha"]
+        if sha in out and out[sha] != r:
+            raise RescoreError(f"the trace holds two different records for prompt {sha}; pass "
+                               f"the trace of one run")
+        out[sha] = r
+    return out
+
+
+def task_of(rows: list[dict[str, Any]], trace: dict[str, dict[str, Any]], path: Path) -> str:
+    """The task a samples file belongs to: the one its trace records name."""
+    tasks = {trace[prompt_sha(request_args(r)[0])]["task"] for r in rows
+             if prompt_sha(request_args(r)[0]) in trace}
+    if len(tasks) != 1:
+        raise RescoreError(f"{path}: its prompts match trace records of tasks "
+                           f"{sorted(tasks) or 'none'}; expected exactly one task")
+    return tasks.pop()
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+
+def load_task(name: str) -> Any:
+    """The task object as lm-eval builds it (our tasks folder first; the full index, ~13 s,
+    only for other tasks). Its data is loaded as for a run; documents come from the samples."""
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_softreason.tasks_path import tasks_dir
+
+    manager = TaskManager(include_path=tasks_dir(), include_defaults=False)
+    if name not in manager.all_tasks:
+        manager = TaskManager(include_path=tasks_dir())
+    return manager.load(name)["tasks"][name]
+
+
+def filter_ensembles(task: Any) -> list[Any]:
+    """The task's filter pipelines, built from its config as ``ConfigurableTask`` builds them."""
+    from lm_eval.filters import build_filter_ensemble
+
+    specs = task.config.filter_list or [{"name": "none", "filter": [{"function": "take_first"}]}]
+    return [build_filter_ensemble(s["name"], [
+        (f["function"], {k: v for k, v in f.items() if k != "function"}) for f in s["filter"]])
+        for s in specs]
+
+
+@dataclass
+class TaskRescore:
+    """One task's samples under the run's choice and under the rule."""
+
+    task: str
+    original: list[dict[str, Any]]
+    rescored: list[dict[str, Any]]
+    aggregation: dict[str, Callable[[list[Any]], float]]
+    questions: int = 0
+    texts_changed: int = 0
+    kept: int = 0  # questions without a trace record or answered by the fallback
+    metrics: list[tuple[str, str]] = field(default_factory=list)  # (filter, metric), in order
+
+
+def rescore_task(task_name: str, rows: list[dict[str, Any]],
+                 trace: dict[str, dict[str, Any]], rule: Rule, task: Any = None) -> TaskRescore:
+    """Every question of ``rows`` (one task's samples, one row per filter) answered with the
+    rule's text and scored with the task's filters and ``process_results``."""
+    from lm_eval.api.instance import Instance
+
+    task = task if task is not None else load_task(task_name)
+    ensembles = filter_ensembles(task)
+    by_doc: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_doc[row["doc_id"]].append(row)
+    out = TaskRescore(task_name, rows, [], task.aggregation())
+    answered: dict[Any, Any] = {}  # doc_id -> its Instance, filtered by every pipeline
+    for doc_id, doc_rows in by_doc.items():
+        resps = doc_rows[0]["resps"]
+        if len(resps) != 1 or len(resps[0]) != 1:
+            raise RescoreError(f"{task_name}: document {doc_id} has {sum(map(len, resps))} "
+                               f"responses; rescore handles tasks with one response per "
+                               f"question (repeats: 1)")
+        context, gen_kwargs = request_args(doc_rows[0])
+        record = trace.get(prompt_sha(context))
+        text = resps[0][0]
+        if record is None or record.get("fallback") is not None or not record["candidates"]:
+            out.kept += 1
+        else:
+            text = choose(rule, record)
+        out.questions += 1
+        out.texts_changed += text != resps[0][0]
+        inst = Instance("generate_until", doc_rows[0]["doc"], (context, gen_kwargs), idx=0,
+                        metadata=(task_name, doc_id, 1))
+        inst.resps = [text]
+        for ensemble in ensembles:
+            ensemble.apply([inst])
+        answered[doc_id] = inst
+    for row in rows:  # in the samples' own order
+        inst = answered[row["doc_id"]]
+        filtered = inst.filtered_resps[row["filter"]]
+        metrics = task.process_results(inst.doc, [filtered])
+        out.rescored.append({**row, "resps": [inst.resps], "filtered_resps": [filtered],
+                             **metrics})
+        for m in metrics:
+            if (row["filter"], m) not in out.metrics:
+                out.metrics.append((row["filter"], m))
+    return out
+
+
+def summary(result: TaskRescore) -> dict[str, dict[str, Any]]:
+    """Per ``metric,filter``: original and rescored value and stderr (lm-eval's aggregation and
+    stderr), and how many questions' scores changed."""
+    from lm_eval.api.metrics import stderr_for_metric
+
+    out = {}
+    for filt, metric in result.metrics:
+        agg = result.aggregation[metric]
+        stderr = stderr_for_metric(agg, bootstrap_iters=1000)
+        before, after = ([r[metric] for r in rows if r["filter"] == filt]
+                         for rows in (result.original, result.rescored))
+        out[f"{metric},{filt}"] = {  # plain floats: metrics may hand back numpy scalars
+            "original": float(agg(before)),
+            "original_stderr": float(stderr(before)) if stderr else None,
+            "rescored": float(agg(after)),
+            "rescored_stderr": float(stderr(after)) if stderr else None,
+            "changed": int(sum(bool(a != b) for a, b in zip(before, after))), "n": len(after),
+        }
+    return out
+
+
+def _value(v: float, se: float | None) -> str:
+    return f"{v:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+
+
+def render(results: list[TaskRescore], select: str) -> str:
+    """Original vs rescored per task and metric, then what was re-selected."""
+    rows = []
+    for r in results:
+        for key, s in summary(r).items():
+            metric, _, filt = key.partition(",")
+            rows.append([r.task, filt, metric, str(s["n"]),
+                         _value(s["original"], s["original_stderr"]),
+                         _value(s["rescored"], s["rescored_stderr"]), str(s["changed"])])
+    table = render_table(["task", "filter", "metric", "n", "original", f"select={select}",
+                          "scores changed"], rows, numeric={3, 4, 5, 6})
+    notes = [f"{r.task}: returned text changed on {r.texts_changed} of {r.questions} questions; "
+             f"{r.kept} kept the run's response (no trace record, or the greedy fallback)"
+             for r in results]
+    return "\n".join([table, "", *notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="lm-eval-softreason rescore",
+        description="Re-select every question's answer of a finished run under another rule and "
+                    "re-score it with the task's own filters and metrics (no model is loaded).")
+    p.add_argument("--trace", required=True, type=Path, help="the run's trace_path JSONL")
+    p.add_argument("--samples", action="append", default=[], type=Path,
+                   help="an lm-eval samples JSONL of the run (repeatable)")
+    p.add_argument("--results", type=Path,
+                   help="the run's --output_path folder (written with --log_samples); every "
+                        "samples_*.jsonl under it is used")
+    p.add_argument("--select", default="vote",
+                   help=f"built-in rule ({', '.join(RULES)}) or 'package.module:function' "
+                        f"taking one trace record and returning a candidate's text")
+    p.add_argument("--json", type=Path, help="also write the comparison to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        rule = load_rule(args.select)
+        paths = list(args.samples) + (samples_in(args.results) if args.results else [])
+        if not paths:
+            raise RescoreError("give --samples FILE or --results DIR")
+        trace = index_trace(read_trace(args.trace))
+        by_task: dict[str, list[dict[str, Any]]] = {}
+        for path in paths:
+            rows = read_jsonl(path)
+            name = task_of(rows, trace, path)
+            if name in by_task:
+                raise RescoreError(f"two samples files of task {name!r}; pass one with --samples")
+            by_task[name] = rows
+        results = [rescore_task(name, rows, trace, rule) for name, rows in by_task.items()]
+    except RescoreError as exc:
+        p.error(str(exc))
+    print(render(results, args.select))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "select": args.select,
+            "tasks": {r.task: {"questions": r.questions, "texts_changed": r.texts_changed,
+                               "kept": r.kept, "metrics": summary(r)} for r in results},
+        }, indent=2) + "\n", encoding="utf-8")
+    return 0
