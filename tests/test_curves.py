@@ -1,0 +1,82 @@
+"""maj@k budget curves from one self-consistency run, checked against values computed by hand."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lm_eval_softreason import curves
+from lm_eval_softreason.settings import prompt_sha
+
+# 3 questions x 3 samples: (answers in sampling order, tokens per sample, gold)
+HAND = [
+    (["1", "1", "2"], [10, 20, 30], "1"),
+    (["2", "1", "3"], [5, 5, 5], "1"),
+    ([None, "2", "2"], [3, 6, 9], "2"),
+]
+
+
+def test_maj_at_k_by_hand():
+    """Per question, right subsets over all subsets:
+    k=1: 2/3, 1/3, 2/3 (None never counts);
+    k=2: q1 {1,1} {1,2} {1,2} all 1 (ties go to the answer sampled first); q2 {2,1} -> 2,
+         {2,3} -> 2, {1,3} -> 1: 1/3; q3 {None,2} {None,2} {2,2}: all 2 -> 1;
+    k=3: q1 1; q2 a three-way tie -> 2 (sampled first): 0; q3 1.
+    Tokens: mean per sample 20, 5, 6 -> k * 31/3."""
+    points = curves.maj_at_k(HAND)
+    assert [p.k for p in points] == [1, 2, 3]
+    assert [p.accuracy for p in points] == pytest.approx([5 / 9, 7 / 9, 2 / 3], abs=1e-12)
+    # sample std over questions / sqrt(3): k=1 devs (1,-2,1)/9; k=2 (2,-4,2)/9; k=3 (1,-2,1)/3
+    assert [p.stderr for p in points] == pytest.approx([1 / 9, 2 / 9, 1 / 3], abs=1e-12)
+    assert [p.tokens for p in points] == pytest.approx([31 / 3, 62 / 3, 31], abs=1e-12)
+
+
+def test_ties_go_to_the_answer_sampled_first_in_every_subset():
+    # the same multiset of answers in two sampling orders: only the tie-break differs
+    assert curves.maj_at_k([(["7", "8"], [1, 1], "7")])[1].accuracy == 1.0
+    assert curves.maj_at_k([(["8", "7"], [1, 1], "7")])[1].accuracy == 0.0
+
+
+def test_a_question_with_fewer_samples_votes_over_all_it_has():
+    """A greedy fallback (one sample) answers the same at every k and costs its tokens once."""
+    points = curves.maj_at_k([(["1"], [4], "1"), (["2", "1"], [2, 4], "1")])
+    assert [p.accuracy for p in points] == [(1 + 0.5) / 2, (1 + 0) / 2]
+    assert [p.tokens for p in points] == [(4 + 3) / 2, (4 + 6) / 2]
+
+
+def test_random_subsets_when_there_are_too_many():
+    rng = random.Random(3)
+    drawn = curves.subsets(5, 2, 4, rng)  # C(5, 2) = 10 > 4
+    assert drawn == curves.subsets(5, 2, 4, random.Random(3))
+    assert len(drawn) == 4 and all(len(p) == 2 and p == tuple(sorted(p)) for p in drawn)
+    assert curves.subsets(5, 2, 10, rng) == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 3),
+                                              (1, 4), (2, 3), (2, 4), (3, 4)]
+    # half of the samples right: each drawn pair is right iff the first sample of it is
+    q = (["1", "2", "1", "2", "1"], [1] * 5, "1")
+    # k=1 takes all 5 singletons (no draw), so k=2's 5 pairs are the seed's first draws
+    expected = sum(p[0] % 2 == 0 for p in curves.subsets(5, 2, 5, random.Random(9))) / 5
+    assert 0 < expected < 1
+    assert curves.maj_at_k([q], max_subsets=5, seed=9)[1].accuracy == expected
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="at least one question"):
+        curves.maj_at_k([])
+    with pytest.raises(ValueError, match="one token count each"):
+        curves.maj_at_k([(["1", "2"], [3], "1")])
+
+
+def test_curve_from_a_runs_trace_and_samples():
+    """Trace records join the samples by prompt hash; the gold is the target's final answer
+    (GSM8K's '#### N'); one sample row per filter."""
+    prompts = ["Q: one?\nA:", "Q: two?\nA:"]
+    trace = [{"prompt_sha": prompt_sha(p),
+              "candidates": [{"answer": a, "tokens": t} for a, t in zip(answers, tokens)]}
+             for p, (answers, tokens, _) in zip(prompts, HAND)]
+    samples = [{"arguments": {"gen_args_0": {"arg_0": p, "arg_1": {}}}, "filter": f,
+                "target": f"some working\n#### {gold}"}
+               for p, (_, _, gold) in zip(prompts, HAND) for f in ("strict", "flexible")]
+    assert curves.curve_from_run(trace, samples) == curves.maj_at_k(HAND[:2])
+    with pytest.raises(ValueError, match="1 trace records match no sample"):
+        curves.curve_from_run(trace, samples[:2])
