@@ -91,3 +91,32 @@ def test_loglikelihood_requests_get_a_clear_error(vlm):
     ll = Instance("loglikelihood", {}, (QUESTIONS[0], " 6"), idx=0)
     with pytest.raises(NotImplementedError, match="--model vllm or --model softreason"):
         vlm.loglikelihood([ll])
+
+
+SHARED_GET_MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "assets",
+                                "get-model")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(SHARED_GET_MODEL), reason="no ../shared/assets")
+def test_smollm2_greedy_texts_equal_the_hf_engines(tmp_path_factory):
+    """A real model and tokenizer (SmolLM2-135M-Instruct, built from ../shared/assets), chat
+    template, float32: both engines write the same greedy text."""
+    import subprocess
+    import sys
+
+    folder = str(tmp_path_factory.mktemp("smollm2") / "model")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep
+           + os.environ.get("PATH", "")}
+    subprocess.run([SHARED_GET_MODEL, "smollm2", folder], check=True, env=env, timeout=900)
+    hf = SoftReasonLM(pretrained=folder, device="cpu", dtype="float32", batch_size=8,
+                      mode="greedy")
+    prompts = [hf.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
+    texts = hf.generate_until([request(p, max_gen_toks=48) for p in prompts])
+    vl = SoftReasonVLLM(pretrained=folder, dtype="float32", enforce_eager=True,
+                        max_model_len=1024, mode="greedy")
+    try:
+        assert vl.generate_until([request(p, max_gen_toks=48) for p in prompts]) == texts
+    finally:
+        vl.engine.close()
+    assert all(t.strip() for t in texts)
