@@ -6,13 +6,15 @@ cost, so one run draws the whole curve that the other strategies are compared wi
 
 Definitions:
 
-* a question's maj@k is the mean, over its size-k subsets of samples, of whether the subset's
-  majority answer matches gold (``answers.answers_match``). The vote is ``selection.majority``
-  over the subset's answers in sampling order: unparsed answers never vote, a tie goes to the
-  answer sampled first, no parsed answer counts as wrong; so the full set (k = N) votes exactly
-  as the run did. Every subset is used when there are at most ``max_subsets`` of them, else
-  ``max_subsets`` subsets drawn uniformly with a seeded generator;
-* a question with fewer than k samples (a greedy fallback has one) votes over all it has;
+* a subset returns what the run's vote returns (``baselines.SelfConsistency``): the first
+  sample, in sampling order, holding the majority answer (``selection.majority``: unparsed
+  answers never vote, a tie goes to the answer sampled first), or the subset's first sample
+  when no answer parsed. It scores what that sample scores: ``right`` per sample, by default
+  whether its answer matches gold (``answers.answers_match``), or the task's own metric on its
+  text (:func:`candidate_scores`), so k = N scores exactly as the run did;
+* a question's maj@k is the mean over its size-k subsets: every subset when there are at most
+  ``max_subsets``, else ``max_subsets`` subsets drawn uniformly with a seeded generator;
+  a question with fewer than k samples (a greedy fallback has one) uses all it has;
 * maj@k is the mean over questions, its stderr the sample standard deviation over questions
   over sqrt(questions) (lm-eval's stderr of a mean);
 * tokens at k: the mean over questions of k x that question's mean tokens per sample, the
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from lm_eval_softreason.answers import answers_match
+from lm_eval_softreason.answers import answers_match, normalize_answer
 from lm_eval_softreason.diagnose import gold_answer
 from lm_eval_softreason.selection import majority
 from lm_eval_softreason.settings import prompt_sha
@@ -49,26 +51,35 @@ def subsets(n: int, k: int, max_subsets: int, rng: random.Random) -> list[tuple[
     return [tuple(sorted(rng.sample(range(n), k))) for _ in range(max_subsets)]
 
 
-def question_accuracy(answers: Sequence[str | None], gold: str, k: int,
+def vote_pick(answers: Sequence[str | None], subset: Sequence[int]) -> int:
+    """The sample a run of these samples returns (``SelfConsistency``): the first holder of the
+    majority answer, or the first sample when no answer parsed."""
+    winner = majority([answers[i] for i in subset])
+    return next((i for i in subset if winner is not None
+                 and normalize_answer(answers[i]) == winner), subset[0])
+
+
+def question_accuracy(answers: Sequence[str | None], right: Sequence[float], k: int,
                       max_subsets: int, rng: random.Random) -> float:
-    """Mean over size-k subsets of whether their majority answer is gold."""
+    """Mean over size-k subsets of the score of the sample their vote returns."""
     picks = subsets(len(answers), min(k, len(answers)), max_subsets, rng)
-    return sum(answers_match(majority([answers[i] for i in p]), gold) for p in picks) / len(picks)
+    return sum(right[vote_pick(answers, p)] for p in picks) / len(picks)
 
 
-def maj_at_k(questions: Sequence[tuple[Sequence[str | None], Sequence[int], str]],
+def maj_at_k(questions: Sequence[tuple[Sequence[str | None], Sequence[int], Sequence[float]]],
              max_subsets: int = 200, seed: int = 0) -> list[CurvePoint]:
-    """maj@k for k = 1..N (N: the most samples any question has) from (answers, tokens per
-    sample, gold) per question; see the module docstring."""
+    """maj@k for k = 1..N (N: the most samples any question has) from (answers, tokens,
+    right) per sample of each question; see the module docstring."""
     if not questions:
         raise ValueError("maj@k needs at least one question")
-    if any(not answers or len(answers) != len(tokens) for answers, tokens, _ in questions):
-        raise ValueError("every question needs at least one sample, with one token count each")
+    if any(not a or not len(a) == len(t) == len(r) for a, t, r in questions):
+        raise ValueError("every question needs at least one sample, each with its token "
+                         "count and score")
     rng = random.Random(seed)
     n_max = max(len(answers) for answers, _, _ in questions)
     points = []
     for k in range(1, n_max + 1):
-        accs = [question_accuracy(a, gold, k, max_subsets, rng) for a, _, gold in questions]
+        accs = [question_accuracy(a, r, k, max_subsets, rng) for a, _, r in questions]
         mean = sum(accs) / len(accs)
         var = sum((x - mean) ** 2 for x in accs) / (len(accs) - 1) if len(accs) > 1 else 0.0
         tokens = sum(min(k, len(t)) * sum(t) / len(t) for _, t, _ in questions) / len(questions)
@@ -76,16 +87,46 @@ def maj_at_k(questions: Sequence[tuple[Sequence[str | None], Sequence[int], str]
     return points
 
 
-def curve_from_run(trace: Sequence[dict[str, Any]], samples: Sequence[dict[str, Any]],
-                   max_subsets: int = 200, seed: int = 0) -> list[CurvePoint]:
-    """maj@k of a self-consistency run: its trace records joined by ``prompt_sha`` to its
-    logged samples (one per question and filter), whose ``target`` is the gold answer."""
+def candidate_scores(task_name: str, samples: Sequence[dict[str, Any]],
+                     trace: dict[str, dict[str, Any]], filter_name: str = "flexible-extract",
+                     metric: str = "exact_match", task: Any = None) -> dict[str, list[float]]:
+    """Per ``prompt_sha``, the task's own ``metric`` under ``filter_name`` of every candidate's
+    text (through ``rescore``: the task's filter pipelines and ``process_results``)."""
+    from lm_eval_softreason.rescore import load_task, request_args, rescore_task
+
+    task = task if task is not None else load_task(task_name)
+    shas = {row["doc_id"]: prompt_sha(request_args(row)[0]) for row in samples}
+    n_max = max(len(r["candidates"]) for r in trace.values())
+    scores: dict[str, list[float]] = {sha: [] for sha in trace}
+    for i in range(n_max):
+        def pick(record: dict[str, Any], i: int = i) -> str:
+            return record["candidates"][min(i, len(record["candidates"]) - 1)]["text"]
+
+        done = rescore_task(task_name, list(samples), trace, pick, task)
+        for row in done.rescored:
+            sha = shas[row["doc_id"]]
+            if row["filter"] == filter_name and sha in scores \
+                    and i < len(trace[sha]["candidates"]):
+                scores[sha].append(float(row[metric]))
+    return scores
+
+
+def curve_from_run(trace: dict[str, dict[str, Any]], samples: Sequence[dict[str, Any]],
+                   right: dict[str, list[float]] | None = None, max_subsets: int = 200,
+                   seed: int = 0) -> list[CurvePoint]:
+    """maj@k of a self-consistency run: its trace records (by ``prompt_sha``, as
+    ``rescore.index_trace`` gives them) joined to its
+    logged samples (one per question and filter). ``right``: each candidate's score by
+    ``prompt_sha`` (:func:`candidate_scores`); by default its answer against the gold answer,
+    the samples' ``target``."""
     from lm_eval_softreason.rescore import request_args
 
     gold = {prompt_sha(request_args(s)[0]): gold_answer(s["target"]) for s in samples}
-    missing = [r["prompt_sha"] for r in trace if r["prompt_sha"] not in gold]
+    missing = [sha for sha in trace if sha not in gold]
     if missing:
         raise ValueError(f"{len(missing)} trace records match no sample (first: {missing[0]})")
-    return maj_at_k([([c["answer"] for c in r["candidates"]],
-                      [c["tokens"] for c in r["candidates"]], gold[r["prompt_sha"]])
-                     for r in trace], max_subsets, seed)
+    return maj_at_k([
+        ([c["answer"] for c in r["candidates"]], [c["tokens"] for c in r["candidates"]],
+         right[r["prompt_sha"]] if right is not None else
+         [float(answers_match(c["answer"], gold[r["prompt_sha"]])) for c in r["candidates"]])
+        for r in trace.values()], max_subsets, seed)

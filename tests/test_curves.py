@@ -7,14 +7,23 @@ import random
 import pytest
 
 from lm_eval_softreason import curves
+from lm_eval_softreason.answers import answers_match
 from lm_eval_softreason.settings import prompt_sha
 
 # 3 questions x 3 samples: (answers in sampling order, tokens per sample, gold)
-HAND = [
+GOLD = [
     (["1", "1", "2"], [10, 20, 30], "1"),
     (["2", "1", "3"], [5, 5, 5], "1"),
     ([None, "2", "2"], [3, 6, 9], "2"),
 ]
+
+
+def scored(questions: list[tuple[list[str | None], list[int], str]]) -> list[tuple]:
+    """(answers, tokens, right) with right = each answer against gold."""
+    return [(a, t, [float(answers_match(x, gold)) for x in a]) for a, t, gold in questions]
+
+
+HAND = scored(GOLD)
 
 
 def test_maj_at_k_by_hand():
@@ -34,13 +43,24 @@ def test_maj_at_k_by_hand():
 
 def test_ties_go_to_the_answer_sampled_first_in_every_subset():
     # the same multiset of answers in two sampling orders: only the tie-break differs
-    assert curves.maj_at_k([(["7", "8"], [1, 1], "7")])[1].accuracy == 1.0
-    assert curves.maj_at_k([(["8", "7"], [1, 1], "7")])[1].accuracy == 0.0
+    assert curves.maj_at_k(scored([(["7", "8"], [1, 1], "7")]))[1].accuracy == 1.0
+    assert curves.maj_at_k(scored([(["8", "7"], [1, 1], "7")]))[1].accuracy == 0.0
+
+
+def test_a_subset_scores_the_sample_its_vote_returns():
+    """As the run returns it: the first holder of the majority answer, or the first sample
+    when none parsed; its own score counts (the task's metric may read its text otherwise)."""
+    assert [p.accuracy for p in curves.maj_at_k([(["7", "7"], [1, 1], [0.0, 1.0])])] == \
+        [0.5, 0.0]
+    assert [p.accuracy for p in curves.maj_at_k([([None, None], [1, 1], [1.0, 0.0])])] == \
+        [0.5, 1.0]
+    assert [p.accuracy for p in curves.maj_at_k([([None, "3"], [1, 1], [1.0, 0.0])])] == \
+        [0.5, 0.0]
 
 
 def test_a_question_with_fewer_samples_votes_over_all_it_has():
     """A greedy fallback (one sample) answers the same at every k and costs its tokens once."""
-    points = curves.maj_at_k([(["1"], [4], "1"), (["2", "1"], [2, 4], "1")])
+    points = curves.maj_at_k(scored([(["1"], [4], "1"), (["2", "1"], [2, 4], "1")]))
     assert [p.accuracy for p in points] == [(1 + 0.5) / 2, (1 + 0) / 2]
     assert [p.tokens for p in points] == [(4 + 3) / 2, (4 + 6) / 2]
 
@@ -53,7 +73,7 @@ def test_random_subsets_when_there_are_too_many():
     assert curves.subsets(5, 2, 10, rng) == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 3),
                                               (1, 4), (2, 3), (2, 4), (3, 4)]
     # half of the samples right: each drawn pair is right iff the first sample of it is
-    q = (["1", "2", "1", "2", "1"], [1] * 5, "1")
+    (q,) = scored([(["1", "2", "1", "2", "1"], [1] * 5, "1")])
     # k=1 takes all 5 singletons (no draw), so k=2's 5 pairs are the seed's first draws
     expected = sum(p[0] % 2 == 0 for p in curves.subsets(5, 2, 5, random.Random(9))) / 5
     assert 0 < expected < 1
@@ -63,20 +83,25 @@ def test_random_subsets_when_there_are_too_many():
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="at least one question"):
         curves.maj_at_k([])
-    with pytest.raises(ValueError, match="one token count each"):
-        curves.maj_at_k([(["1", "2"], [3], "1")])
+    with pytest.raises(ValueError, match="each with its token count and score"):
+        curves.maj_at_k([(["1", "2"], [3, 3], [1.0])])
 
 
 def test_curve_from_a_runs_trace_and_samples():
     """Trace records join the samples by prompt hash; the gold is the target's final answer
     (GSM8K's '#### N'); one sample row per filter."""
     prompts = ["Q: one?\nA:", "Q: two?\nA:"]
-    trace = [{"prompt_sha": prompt_sha(p),
-              "candidates": [{"answer": a, "tokens": t} for a, t in zip(answers, tokens)]}
-             for p, (answers, tokens, _) in zip(prompts, HAND)]
+    trace = {prompt_sha(p): {"prompt_sha": prompt_sha(p), "candidates": [
+        {"answer": a, "tokens": t} for a, t in zip(answers, tokens)]}
+        for p, (answers, tokens, _) in zip(prompts, GOLD)}
     samples = [{"arguments": {"gen_args_0": {"arg_0": p, "arg_1": {}}}, "filter": f,
                 "target": f"some working\n#### {gold}"}
-               for p, (_, _, gold) in zip(prompts, HAND) for f in ("strict", "flexible")]
+               for p, (_, _, gold) in zip(prompts, GOLD) for f in ("strict", "flexible")]
     assert curves.curve_from_run(trace, samples) == curves.maj_at_k(HAND[:2])
+    # scores given per candidate replace the answer check
+    # (question 1: answers 1, 1, 2; every vote of 2 or 3 returns a sample answering 1)
+    right = {prompt_sha(prompts[0]): [0.0, 0.0, 1.0], prompt_sha(prompts[1]): [1.0, 1.0, 1.0]}
+    assert [p.accuracy for p in curves.curve_from_run(trace, samples, right)] == \
+        [(1 / 3 + 1) / 2, (0 + 1) / 2, (0 + 1) / 2]
     with pytest.raises(ValueError, match="1 trace records match no sample"):
         curves.curve_from_run(trace, samples[:2])

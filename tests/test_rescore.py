@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason import rescore
+from lm_eval_softreason import curves, rescore
 from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
@@ -136,15 +136,13 @@ def test_both_logged_forms_of_a_samples_arguments():
 # ------------------------------------------------------------------- a real run, end to end
 
 
-@pytest.fixture(scope="module")
-def run(tiny_model_dir, tmp_path_factory):
-    """A softreason run (select=best) of 6 SVAMP questions through the CLI, with its trace and
-    lm-eval's logged samples."""
-    tmp = tmp_path_factory.mktemp("rescore-run")
+def cli_run(model: str, tmp: Path, **model_args: object) -> dict:
+    """6 SVAMP questions through the CLI with a trace and lm-eval's logged samples."""
     (tmp / "data" / "svamp").mkdir(parents=True)
     (tmp / "data" / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP_ROWS), encoding="utf-8")
-    args = ",".join(f"{k}={v}" for k, v in {"pretrained": tiny_model_dir,
-                                            "trace_path": tmp / "trace.jsonl", **FAST}.items())
+    args = ",".join(f"{k}={v}" for k, v in {"pretrained": model,
+                                            "trace_path": tmp / "trace.jsonl",
+                                            **model_args}.items())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOFTREASON_DATA_DIR", str(tmp / "data"))
         done = subprocess.run(
@@ -153,10 +151,19 @@ def run(tiny_model_dir, tmp_path_factory):
              "--limit", str(len(SVAMP_ROWS)), "--gen_kwargs", "max_gen_toks=12",
              "--output_path", str(tmp / "out"), "--log_samples"],
             cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        (samples,) = rescore.samples_in(tmp / "out")
-        yield {"dir": tmp, "samples": samples, "rows": rescore.read_jsonl(samples),
-               "trace": rescore.index_trace(read_trace(tmp / "trace.jsonl"))}
+    assert done.returncode == 0, done.stderr[-3000:]
+    (samples,) = rescore.samples_in(tmp / "out")
+    return {"dir": tmp, "samples": samples, "rows": rescore.read_jsonl(samples),
+            "trace": rescore.index_trace(read_trace(tmp / "trace.jsonl"))}
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    """A softreason run (select=best)."""
+    result = cli_run(tiny_model_dir, tmp_path_factory.mktemp("rescore-run"), **FAST)
+    with pytest.MonkeyPatch.context() as mp:  # the task's data, for load_task
+        mp.setenv("SOFTREASON_DATA_DIR", str(result["dir"] / "data"))
+        yield result
 
 
 def test_best_reproduces_the_runs_own_samples_exactly(run):
@@ -229,3 +236,30 @@ def test_more_than_one_response_per_question_is_refused(run):
                                                    r"question \(repeats: 1\)"):
         rescore.rescore_task("svamp", rows, run["trace"], rescore.best,
                              rescore.load_task("svamp"))
+
+
+def test_maj_at_n_of_a_self_consistency_run_is_its_own_score(run, tiny_model_dir,
+                                                             tmp_path_factory):
+    """Scored with the task's own filter and metric per candidate, the vote over all N samples
+    returns what the run returned, so maj@N is the run's flexible-extract exact_match."""
+    sc = cli_run(tiny_model_dir, tmp_path_factory.mktemp("sc-run"), mode="sample",
+                 n_samples=3, temperature=1.0)
+    for record in sc["trace"].values():  # the vote over all samples picks the run's own
+        answers = [c["answer"] for c in record["candidates"]]
+        assert curves.vote_pick(answers, range(len(answers))) == record["chosen"]
+    assert any(r["chosen"] != 0 for r in sc["trace"].values())
+    task = rescore.load_task("svamp")
+    right = curves.candidate_scores("svamp", sc["rows"], sc["trace"], task=task)
+    assert all(len(r) == 3 for r in right.values()) and len(right) == len(SVAMP_ROWS)
+    points = curves.curve_from_run(sc["trace"], sc["rows"], right)
+    flexible = [r["exact_match"] for r in sc["rows"] if r["filter"] == "flexible-extract"]
+    assert [p.k for p in points] == [1, 2, 3]
+    assert points[-1].accuracy == pytest.approx(sum(flexible) / len(flexible), abs=1e-12)
+    tokens = [r["tokens_generated"] for r in sc["trace"].values()]
+    assert points[-1].tokens == pytest.approx(sum(tokens) / len(tokens), abs=1e-9)
+    # the softreason run's chosen candidates score what its samples say
+    scores = curves.candidate_scores("svamp", run["rows"], run["trace"], task=task)
+    for row in run["rows"]:
+        if row["filter"] == "flexible-extract":
+            record = run["trace"][prompt_sha(rescore.request_args(row)[0])]
+            assert scores[record["prompt_sha"]][record["chosen"]] == row["exact_match"]
