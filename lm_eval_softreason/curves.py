@@ -28,12 +28,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 from lm_eval_softreason.answers import answers_match, normalize_answer
 from lm_eval_softreason.diagnose import gold_answer
 from lm_eval_softreason.selection import majority
-from lm_eval_softreason.settings import prompt_sha
+from lm_eval_softreason.settings import cell_stem, prompt_sha
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,29 @@ def curve_from_run(trace: dict[str, dict[str, Any]], samples: Sequence[dict[str,
          right[r["prompt_sha"]] if right is not None else
          [float(answers_match(c["answer"], gold[r["prompt_sha"]])) for c in r["candidates"]])
         for r in trace.values()], max_subsets, seed)
+
+
+def cell_curve(out: Path, task: str, strategy: str) -> list[CurvePoint]:
+    """maj@k of a ``compare`` results folder's self-consistency cell, each sample scored with
+    the task's own flexible-extract exact_match (the column compare's table and plot show)."""
+    from lm_eval_softreason.rescore import index_trace, read_jsonl
+    from lm_eval_softreason.trace import read_trace
+
+    stem = out / "cells" / cell_stem(task, strategy)
+    trace = index_trace(read_trace(stem.with_name(stem.name + ".trace.jsonl")))
+    samples = read_jsonl(stem.with_name(stem.name + ".samples.jsonl"))
+    return curve_from_run(trace, samples, candidate_scores(task, samples, trace))
+
+
+def draw_curve(ax: Any, points: Sequence[CurvePoint], color: Any, label: str) -> None:
+    """The curve on a matplotlib axis in percent against tokens per question: a line with a
+    marker per k, a ±1 stderr band, and k written at each point."""
+    xs = [p.tokens for p in points]
+    ys = [100 * p.accuracy for p in points]
+    se = [100 * p.stderr for p in points]
+    ax.plot(xs, ys, marker="o", markersize=3, color=color, label=label, zorder=3)
+    ax.fill_between(xs, [y - s for y, s in zip(ys, se)], [y + s for y, s in zip(ys, se)],
+                    color=color, alpha=0.2, linewidth=0, zorder=2)
+    for p, x, y in zip(points, xs, ys):
+        ax.annotate(str(p.k), (x, y), textcoords="offset points", xytext=(0, 4), fontsize=6,
+                    ha="center", color=color)

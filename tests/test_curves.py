@@ -105,3 +105,23 @@ def test_curve_from_a_runs_trace_and_samples():
         [(1 / 3 + 1) / 2, (0 + 1) / 2, (0 + 1) / 2]
     with pytest.raises(ValueError, match="1 trace records match no sample"):
         curves.curve_from_run(trace, samples[:2])
+
+
+def test_draw_curve_puts_every_k_with_its_stderr_band_on_the_axis():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    points = curves.maj_at_k(HAND)
+    curves.draw_curve(ax, points, "C0", "sc maj@k")
+    (line,) = ax.get_lines()
+    assert list(line.get_xdata()) == pytest.approx([31 / 3, 62 / 3, 31])
+    assert list(line.get_ydata()) == pytest.approx([500 / 9, 700 / 9, 200 / 3])
+    assert line.get_label() == "sc maj@k"
+    (band,) = ax.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    # y ± stderr: (500 ± 100) / 9, (700 ± 200) / 9, (200 ± 100) / 3
+    assert (min(ys), max(ys)) == pytest.approx((100 / 3, 100))
+    assert [t.get_text() for t in ax.texts] == ["1", "2", "3"]
+    plt.close(fig)

@@ -4,6 +4,7 @@ task's own filters and metrics; ``best`` on a ``select=best`` run gives its samp
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -238,6 +239,7 @@ def test_more_than_one_response_per_question_is_refused(run):
                              rescore.load_task("svamp"))
 
 
+@pytest.mark.slow
 def test_maj_at_n_of_a_self_consistency_run_is_its_own_score(run, tiny_model_dir,
                                                              tmp_path_factory):
     """Scored with the task's own filter and metric per candidate, the vote over all N samples
@@ -255,6 +257,12 @@ def test_maj_at_n_of_a_self_consistency_run_is_its_own_score(run, tiny_model_dir
     flexible = [r["exact_match"] for r in sc["rows"] if r["filter"] == "flexible-extract"]
     assert [p.k for p in points] == [1, 2, 3]
     assert points[-1].accuracy == pytest.approx(sum(flexible) / len(flexible), abs=1e-12)
+    # the same from a compare results folder's cell files
+    cells = sc["dir"] / "compare" / "cells"
+    cells.mkdir(parents=True)
+    shutil.copy(sc["dir"] / "trace.jsonl", cells / "svamp__sc.trace.jsonl")
+    shutil.copy(sc["samples"], cells / "svamp__sc.samples.jsonl")
+    assert curves.cell_curve(sc["dir"] / "compare", "svamp", "sc") == points
     tokens = [r["tokens_generated"] for r in sc["trace"].values()]
     assert points[-1].tokens == pytest.approx(sum(tokens) / len(tokens), abs=1e-9)
     # the softreason run's chosen candidates score what its samples say
