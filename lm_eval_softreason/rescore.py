@@ -344,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the run's --output_path folder (written with --log_samples); every "
                         "samples_*.jsonl under it is used")
     p.add_argument("--select", default="vote",
-                   help=f"built-in rule ({', '.join(RULES)}) or 'package.module:function' "
-                        f"taking one trace record and returning a candidate's text")
+                   help=f"built-in rule ({', '.join(RULES)}; default: vote) or "
+                        f"'package.module:function' taking one trace record and returning a "
+                        f"candidate's text")
     p.add_argument("--json", type=Path, help="also write the comparison to this JSON file")
     args = p.parse_args(argv)
     try:
