@@ -61,6 +61,13 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
             "weights": weights_fingerprint(self.pretrained),
         }
 
+    def get_model_info(self) -> dict:
+        """lm-eval writes its ``--device`` flag as ``config.device`` (``cuda:0`` by default,
+        even for CPU runs) after this; ``softreason_device`` is where the model really ran."""
+        info = super().get_model_info()
+        info["softreason_device"] = str(self._model.device)
+        return info
+
     def encode_prompt(self, context: str) -> list[int]:
         ids, _ = self.tok_batch_encode([context], left_truncate_len=None,
                                        truncation=self.truncation)

@@ -160,6 +160,9 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["softreason_engine"] = {"engine": "vllm", **self.engine.stats}
+        from vllm.platforms import current_platform
+
+        info["softreason_device"] = current_platform.device_type  # lm-eval's echoes --device
         return info
 
 

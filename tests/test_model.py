@@ -75,6 +75,7 @@ def test_trace_and_model_info_record_the_search(configure, tmp_path):
         assert rec["wall_time_s"] >= 0
     info = lm.get_model_info()
     assert info["softreason"]["mode"] == "softreason" and info["softreason"]["proj_dim"] == 8
+    assert info["softreason_device"] == "cpu"  # where it ran, not lm-eval's --device echo
     stats = info["softreason_stats"]
     assert stats["questions"] == 2
     assert stats["tokens_generated"] == sum(r["tokens_generated"] for r in records)
