@@ -101,10 +101,12 @@ def test_pluggable_callables_from_python(tiny_model_dir):
 
     lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", verifier=verifier,
                       coherence=plugins.length_coherence, **FAST)
-    out = lm.generate_until([request(QUESTIONS[1])])
-    assert seen == [3, 2] or seen == [3]
+    lm.generate_until([request(QUESTIONS[1])])
+    # all three candidates run to the 12-token budget: length coherence and the verifier are
+    # flat, so the search stops after the first round's single verifier call
+    assert seen == [3]
     assert lm.get_model_info()["softreason"]["coherence"].endswith("length_coherence")
-    assert isinstance(out[0], str)
+    assert lm.get_model_info()["softreason_stats"]["rounds"] == 1
 
 
 @pytest.mark.parametrize("mode", ["sample", "fire", "cot_decoding"])
