@@ -130,22 +130,32 @@ class Probe:
         return wrapper
 
     def install(self) -> None:
-        import lm_eval_softreason.model as model_mod
         import lm_eval_softreason.runner as runner_mod
         import lm_eval_softreason.verifier as verifier_mod
+        from lm_eval_softreason.engines.hf import HFEngine
 
-        tokens = lambda state: state.prefilled_tokens  # noqa: E731
-        model_mod.prefill = self._timed("prompt_prefill", model_mod.prefill, tokens)
-        # The verifier prefills its shared instruction prefix (no ``prefix`` argument, once per
-        # model) and each question's rest on top of it.
-        verifier_mod.prefill = self._timed(
-            lambda m, ids, prefix=None: "verifier_prefill" if prefix is not None
-            else "verifier_prefix_prefill", verifier_mod.prefill, tokens)
+        # Questions joining the window are prefilled in one prefill_many call without a
+        # prefix; the verifier's prompts continue its shared instruction prefix.
+        HFEngine.prefill_many = self._timed(
+            lambda engine, prompts, prefix=None: "verifier_prefill" if prefix is not None
+            else "prompt_prefill", HFEngine.prefill_many,
+            lambda states: sum(s.prefilled_tokens for s in states))
+        # The instruction prefix itself: prefilled once per model, then served from a cache.
+        seen: set[int] = set()
+
+        def new_prefix_tokens(state) -> int:  # type: ignore[no-untyped-def]
+            if id(state) in seen:
+                return 0
+            seen.add(id(state))
+            return state.prefilled_tokens
+
+        verifier_mod.SelfVerifier._prefix = self._timed(
+            "verifier_prefix_prefill", verifier_mod.SelfVerifier._prefix, new_prefix_tokens)
         # all questions' BO steps of a round (in-process, or in bo_workers processes)
-        runner_mod.LockstepRunner._propose_round = self._timed(
-            "propose", runner_mod.LockstepRunner._propose_round)
-        runner_mod.LockstepRunner._decode_round = self._timed(
-            "candidate_round", runner_mod.LockstepRunner._decode_round)
+        runner_mod.WindowedRunner._propose_round = self._timed(
+            "propose", runner_mod.WindowedRunner._propose_round)
+        runner_mod.WindowedRunner._decode_round = self._timed(
+            "candidate_round", runner_mod.WindowedRunner._decode_round)
         verifier_mod.SelfVerifier.verify_many = self._timed(
             "verifier", verifier_mod.SelfVerifier.verify_many)
 
@@ -490,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                    "max_new_tokens": args.max_new_tokens,
                    "verifier_max_tokens": args.verifier_max_tokens, "n_init": args.n_init,
                    "bo_batch": args.bo_batch, "max_rounds": args.max_rounds,
-                   "batch_size": lm.decoder.max_batch, "quick": args.quick,
+                   "batch_size": lm.engine.decoder.max_batch, "quick": args.quick,
                    "search_repeats": args.search_repeats},
         "decode": decode, "prefill": prefill, "gp": gp,
         "greedy": greedy, "lockstep": lock, "sequential": seq,
