@@ -42,6 +42,7 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         gpu_memory_utilization, enforce_eager: as for lm-eval's ``vllm`` model.
         max_model_len / max_length: the context length (default: the model's).
         batch_size: rows sent to vLLM per round at most (``auto``: 256); vLLM batches them.
+        device, max_batch_size: accepted for lm-eval's evaluator, unused.
         max_gen_toks: default generation budget when a task sets none.
         add_bos_token: prepend BOS when encoding prompts.
         Anything else goes to vLLM's ``LLM`` unchanged, as lm-eval's ``vllm`` model does.
@@ -63,8 +64,14 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         max_gen_toks: int = 256,
         add_bos_token: bool = False,
         data_parallel_size: int = 1,
+        device: str | None = None,
+        max_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        # lm-eval's evaluator passes ``device`` and ``max_batch_size`` to every model; vLLM
+        # chooses its own device (``get_model_info()["softreason_device"]`` records it) and
+        # batches by its scheduler, so both are accepted and unused, as in lm-eval's ``vllm``.
+        del device, max_batch_size
         cfg, rest = SoftReasonConfig.from_kwargs(kwargs)
         if int(data_parallel_size) != 1:
             raise ConfigError(

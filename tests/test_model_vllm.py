@@ -27,8 +27,12 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vlm(model_dir):
-    lm = SoftReasonVLLM(pretrained=model_dir, dtype="float32", enforce_eager=True,
-                        max_model_len=512, block_size=BLOCK, **FAST)
+    """Built the way lm-eval's evaluator builds a model: model_args plus its batch_size,
+    max_batch_size and device."""
+    args = {"pretrained": model_dir, "dtype": "float32", "enforce_eager": True,
+            "max_model_len": 512, "block_size": BLOCK, **FAST}
+    lm = SoftReasonVLLM.create_from_arg_obj(
+        args, {"batch_size": "auto", "max_batch_size": None, "device": "cuda"})
     yield lm
     lm.engine.close()
 
