@@ -657,19 +657,45 @@ def sort_cells(cells: list[dict[str, Any]], tasks: list[str] | None = None
     return sorted(cells, key=key)
 
 
-def cells_table(cells: list[dict[str, Any]]) -> str:
-    """The results table (``table.md``): one row per cell, then a warning per cell with
-    fallbacks."""
+# task -> (label of its self-consistency cell, maj@k for k = 1..N from that cell's samples)
+Curves = dict[str, tuple[str, list[Any]]]
+
+
+def maj_curves(out: Path, cells: list[dict[str, Any]]) -> Curves:
+    """Self-consistency's maj@k curve per task (``curves.cell_curve``), for the sc cells whose
+    trace and samples the folder holds (committed results folders keep only cell files)."""
+    from lm_eval_softreason.curves import cell_curve
+
+    found: Curves = {}
+    for c in cells:
+        paths = cell_paths(out, c["task"], c["strategy"])
+        if c["strategy"] == "sc" and paths["trace"].exists() and paths["samples"].exists():
+            found[c["task"]] = (c.get("label", c["strategy"]),
+                                cell_curve(out, c["task"], c["strategy"]))
+    return found
+
+
+def cells_table(cells: list[dict[str, Any]], curves: Curves | None = None) -> str:
+    """The results table (``table.md``): one row per cell (an sc cell followed by its maj@k
+    rows: flexible accuracy ± stderr at the expected tokens of k samples), then a warning per
+    cell with fallbacks."""
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f}"
 
     def num(v: float | None, digits: int) -> str:
         return "–" if v is None else f"{v:,.{digits}f}"
 
-    rows = [[c["task"], c.get("label", c["strategy"]), pct(c.get("accuracy_strict")),
-             pct(c.get("accuracy_flexible")), num(c.get("tokens_generated_per_q"), 1),
-             num(c.get("tokens_prefilled_per_q"), 1), num(c.get("wall_time_per_q_s"), 2),
-             "–" if c.get("n") is None else str(c["n"])] for c in cells]
+    rows = []
+    for c in cells:
+        n = "–" if c.get("n") is None else str(c["n"])
+        rows.append([c["task"], c.get("label", c["strategy"]), pct(c.get("accuracy_strict")),
+                     pct(c.get("accuracy_flexible")), num(c.get("tokens_generated_per_q"), 1),
+                     num(c.get("tokens_prefilled_per_q"), 1), num(c.get("wall_time_per_q_s"), 2),
+                     n])
+        if c["strategy"] == "sc" and c["task"] in (curves or {}):
+            rows.extend([c["task"], f"sc maj@{p.k}", "–",
+                         f"{pct(p.accuracy)} ± {pct(p.stderr)}", num(p.tokens, 1), "–", "–", n]
+                        for p in curves[c["task"]][1])
     table = render_table(COLUMNS, rows, numeric=range(2, len(COLUMNS)), align=False)
     return "\n".join([table, *fallback_notes(cells)]) + "\n"
 
@@ -688,16 +714,19 @@ def fallback_notes(cells: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def plot(cells: list[dict[str, Any]], path: Path) -> bool:
+def plot(cells: list[dict[str, Any]], path: Path, curves: Curves | None = None) -> bool:
     """Accuracy (flexible; strict where a task has none) vs generated tokens/question.
 
-    One panel per task, one labelled point per strategy.
+    One panel per task, one labelled point per strategy, and self-consistency's maj@k curve
+    with its stderr band where ``curves`` has one.
     """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        from lm_eval_softreason.curves import draw_curve
     except ImportError:
         print("matplotlib is not installed; no plot written (pip install matplotlib)",
               file=sys.stderr)
@@ -712,6 +741,11 @@ def plot(cells: list[dict[str, Any]], path: Path) -> bool:
         xs = [c["tokens_generated_per_q"] for c in mine]
         ys = [100 * (c["accuracy_flexible"] if c.get("accuracy_flexible") is not None
                      else c["accuracy_strict"]) for c in mine]
+        if task in (curves or {}):
+            label, points = curves[task]
+            draw_curve(ax, points, "0.5", f"{label} maj@k")
+            xs += [p.tokens for p in points]
+            ys += [100 * p.accuracy for p in points]
         for i, (c, x, y) in enumerate(zip(mine, xs, ys)):
             ax.scatter([x], [y], s=45, zorder=3)
             ax.annotate(c.get("label", c["strategy"]), (x, y), textcoords="offset points",
@@ -737,11 +771,12 @@ def plot(cells: list[dict[str, Any]], path: Path) -> bool:
 
 def report(out: Path, tasks: list[str] | None = None) -> str:
     cells = sort_cells(load_cells(out), tasks)
-    table = cells_table(cells)
+    curves = maj_curves(out, cells)
+    table = cells_table(cells, curves)
     write_atomic(out / "table.md", table)
     print(table, end="", flush=True)
     if cells:
-        plot(cells, out / "accuracy_vs_tokens.png")
+        plot(cells, out / "accuracy_vs_tokens.png", curves)
     return table
 
 

@@ -249,3 +249,24 @@ def test_subcommand_help(command, capsys):
         cli_main([command, "--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: lm-eval-softreason {command} ")
+
+
+def test_sc_cells_get_their_maj_at_k_rows_and_curve(tmp_path):
+    from lm_eval_softreason.curves import CurvePoint
+
+    sc = {"task": "svamp", "strategy": "sc", "label": "sc (N=2)", "accuracy_strict": 0.1,
+          "accuracy_flexible": 0.5, "n": 4, "tokens_generated_per_q": 40.0,
+          "tokens_prefilled_per_q": 10.0, "wall_time_per_q_s": 1.0}
+    greedy = {**sc, "strategy": "greedy", "label": "greedy", "tokens_generated_per_q": 20.0}
+    points = [CurvePoint(1, 0.25, 0.25, 20.0), CurvePoint(2, 0.5, 0.2887, 40.0)]
+    table = compare.cells_table([greedy, sc], {"svamp": ("sc (N=2)", points)})
+    assert table.splitlines()[2:] == [
+        "| svamp | greedy | 10.0 | 50.0 | 20.0 | 10.0 | 1.00 | 4 |",
+        "| svamp | sc (N=2) | 10.0 | 50.0 | 40.0 | 10.0 | 1.00 | 4 |",
+        "| svamp | sc maj@1 | – | 25.0 ± 25.0 | 20.0 | – | – | 4 |",
+        "| svamp | sc maj@2 | – | 50.0 ± 28.9 | 40.0 | – | – | 4 |",
+    ]
+    assert compare.cells_table([greedy, sc]) == compare.cells_table([greedy, sc], {})
+    pytest.importorskip("matplotlib")
+    assert compare.plot([greedy, sc], tmp_path / "p.png", {"svamp": ("sc (N=2)", points)})
+    assert (tmp_path / "p.png").stat().st_size > 0
