@@ -285,7 +285,10 @@ def test_first_embed_of_greedy_token_reproduces_greedy(engine, hf, states):
     hvirtual = hf.decode([DecodeRow(h, first_embed=table[h.greedy_token].clone())
                           for h in hstates], [], N)
     for g, s, v, hv in zip(greedy, soft, virtual, hvirtual):
-        assert s.tokens == g.tokens and s.logprobs == g.logprobs
+        # same tokens; log-probs to 1e-5, not bit for bit: the second call may read the
+        # prompt's blocks from vLLM's prefix cache, which runs the arithmetic in other shapes
+        assert s.tokens == g.tokens
+        assert s.logprobs == pytest.approx(g.logprobs, abs=1e-5)
         # a virtual first token emits nothing: the row continues greedy's second token on
         assert v.tokens[:len(g.tokens) - 1] == g.tokens[1:]
         assert len(v.tokens) == (N if g.stop_reason == "max_tokens" else len(g.tokens) - 1)
