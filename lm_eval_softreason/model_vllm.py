@@ -28,8 +28,9 @@ from lm_eval_softreason.lm import (
 
 log = logging.getLogger(__name__)
 
-# Rows per engine call when batch_size is auto: vLLM's scheduler batches and pages them itself.
-AUTO_ROWS = 256
+# Rows a round sends to vLLM, for sizing max_active=auto: every row of a round goes in one call
+# and vLLM's scheduler batches and pages them itself.
+ROWS_PER_CALL = 256
 
 
 @register_model("softreason-vllm")
@@ -41,7 +42,9 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         dtype, revision, trust_remote_code, tokenizer, tensor_parallel_size,
         gpu_memory_utilization, enforce_eager: as for lm-eval's ``vllm`` model.
         max_model_len / max_length: the context length (default: the model's).
-        batch_size: rows sent to vLLM per round at most (``auto``: 256); vLLM batches them.
+        batch_size: accepted and unused: every row of a round goes to vLLM in one call and its
+            scheduler batches them (lm-eval's CLI default of 1 would otherwise shrink the
+            window to one question); bound the work in flight with ``max_active``.
         device, max_batch_size: accepted for lm-eval's evaluator, unused.
         max_gen_toks: default generation budget when a task sets none.
         add_bos_token: prepend BOS when encoding prompts.
@@ -162,7 +165,7 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         return self.tok_encode(context)
 
     def row_batch_size(self) -> int:
-        return AUTO_ROWS if self.batch_size == "auto" else int(self.batch_size)
+        return ROWS_PER_CALL
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()

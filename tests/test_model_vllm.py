@@ -89,6 +89,17 @@ def test_every_mode_runs(vlm, mode):
     assert stats["candidates"] == 4
 
 
+def test_the_window_ignores_lm_evals_default_batch_size(vlm):
+    """`--batch_size` defaults to 1 on lm-eval's CLI; on vLLM that must not shrink the window
+    to one question: auto fills 256 rows (FAST: 3 candidates per round, so 85 questions)."""
+    vlm.configure(**FAST)
+    vlm.batch_size = 1
+    try:
+        assert vlm._max_active() == 256 // 3
+    finally:
+        vlm.batch_size = "auto"
+
+
 def test_loglikelihood_requests_get_a_clear_error(vlm):
     from lm_eval.api.instance import Instance
 
