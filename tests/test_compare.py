@@ -79,8 +79,9 @@ def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsy
     table = (out / "table.md").read_text()
     assert table in printed
     rows = [line for line in table.splitlines() if line.startswith("| svamp |")]
-    assert [r.split("|")[2].strip() for r in rows] == ["greedy", f"sc (N={expected_n})",
-                                                      "softreason"]
+    assert [r.split("|")[2].strip() for r in rows] == [
+        "greedy", f"sc (N={expected_n})", *[f"sc maj@{k}" for k in range(1, expected_n + 1)],
+        "softreason"]  # the sc cell is followed by its maj@k curve
     assert "generated tokens/q" in table.splitlines()[0]
     pytest.importorskip("matplotlib")
     png = out / "accuracy_vs_tokens.png"
