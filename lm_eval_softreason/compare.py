@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows decoded together (int or 'auto'); lm-eval's batch_size")
     p.add_argument("--dtype", default="auto", help="model dtype (auto, float32, bfloat16, ...)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                   help="what decodes the softreason-model cells: hf (--model softreason) or "
+                        "vllm (--model softreason-vllm; engine args such as enforce_eager=True "
+                        "go in --extra-model-args); hf_sc always uses lm-eval's hf model")
     p.add_argument("--extra-model-args", default="",
                    help="key=value,... added to every cell's model_args (a strategy's own "
                         "keys win), e.g. max_rounds=2,sigma=0.5")
@@ -142,12 +146,17 @@ def _split_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def parse_limits(value: str | None, tasks: list[str]) -> dict[str, int | float | None]:
-    """``"100"`` -> every task 100; ``"50,svamp=100"`` -> svamp 100, others 50."""
+# A task's limit: None (all), N or a fraction (lm-eval's --limit), or "A:B" (documents A..B-1).
+Limit = int | float | str | None
+
+
+def parse_limits(value: str | None, tasks: list[str]) -> dict[str, Limit]:
+    """``"100"`` -> every task 100; ``"50,svamp=100"`` -> svamp 100, others 50;
+    ``"svamp=500:600"`` -> svamp's documents 500..599 (tuning problems, say)."""
     if value is None or not value.strip():
         return {t: None for t in tasks}
-    default: int | float | None = None
-    per_task: dict[str, int | float] = {}
+    default: Limit = None
+    per_task: dict[str, Limit] = {}
     for part in _split_list(value):
         name, sep, number = part.rpartition("=")
         n = _number(number, part)
@@ -161,11 +170,17 @@ def parse_limits(value: str | None, tasks: list[str]) -> dict[str, int | float |
     return {t: per_task.get(t, default) for t in [*tasks, HF_SC_TASK]}
 
 
-def _number(text: str, part: str) -> int | float:
+def _number(text: str, part: str) -> Limit:
+    start, colon, stop = text.partition(":")
+    if colon:
+        if not (start.strip().isdigit() and stop.strip().isdigit()
+                and int(start) < int(stop)):
+            raise SystemExit(f"--limit: {part!r}: a range is A:B with integers 0 <= A < B")
+        return f"{int(start)}:{int(stop)}"
     try:
         n = float(text)
     except ValueError:
-        raise SystemExit(f"--limit: {part!r} is not N or task=N") from None
+        raise SystemExit(f"--limit: {part!r} is not N, A:B, task=N or task=A:B") from None
     if n <= 0:
         raise SystemExit(f"--limit: {part!r} must be positive")
     return int(n) if n.is_integer() else n
@@ -239,7 +254,7 @@ class RunSettings:
     """Settings shared by every cell of one invocation."""
 
     model: str
-    limits: dict[str, int | float | None]
+    limits: dict[str, Limit]
     seed: int
     apply_chat_template: bool
     batch_size: str
@@ -250,6 +265,7 @@ class RunSettings:
     sc_temperature: float
     sc_n: int | None
     hf_sc_repeats: int | None
+    engine: str = "hf"
 
     def spec(self, task: str, strategy: str) -> dict[str, Any]:
         """What must agree for a stored cell to count as this run's cell.
@@ -264,6 +280,8 @@ class RunSettings:
             "apply_chat_template": self.apply_chat_template, "dtype": self.dtype,
             "gen_kwargs": self.gen_kwargs,
         }
+        if self.engine != "hf" and strategy != HF_SC_STRATEGY:
+            spec["engine"] = self.engine  # absent for hf: folders written before still match
         if strategy == HF_SC_STRATEGY:
             spec["repeats"] = self.hf_sc_repeats
             spec["extra_model_args"] = hf_args(self.extra_model_args)
@@ -392,7 +410,17 @@ class Runner:
 
     @property
     def softreason(self):  # type: ignore[no-untyped-def]
-        """One softreason model around the shared weights; each cell ``configure`` s it."""
+        """One softreason model around the shared weights (on vLLM: its own engine); each cell
+        ``configure`` s it."""
+        if self._softreason is None and self.st.engine == "vllm":
+            from lm_eval_softreason.model_vllm import SoftReasonVLLM
+
+            started = time.perf_counter()
+            self._softreason = SoftReasonVLLM(
+                pretrained=self.st.model, dtype=self.st.dtype, batch_size=self.st.batch_size,
+                **hf_args(self.st.extra_model_args))
+            print(f"started vLLM on {self.st.model} in {time.perf_counter() - started:.1f}s",
+                  flush=True)
         if self._softreason is None:
             from lm_eval_softreason.model import SoftReasonLM
 
@@ -421,9 +449,14 @@ class Runner:
         import lm_eval
 
         st = self.st
+        limit = st.limits.get(task_name)
+        samples = None
+        if isinstance(limit, str):  # "A:B"
+            start, stop = map(int, limit.split(":"))
+            samples, limit = {task_name: list(range(start, stop))}, None
         started = time.perf_counter()
         results = lm_eval.simple_evaluate(
-            model=lm, tasks=[task], limit=st.limits.get(task_name),
+            model=lm, tasks=[task], limit=limit, samples=samples,
             random_seed=st.seed, numpy_random_seed=st.seed, torch_random_seed=st.seed,
             fewshot_random_seed=st.seed, apply_chat_template=st.apply_chat_template,
             gen_kwargs=dict(st.gen_kwargs) or None, log_samples=True,
@@ -715,58 +748,80 @@ def fallback_notes(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def plot(cells: list[dict[str, Any]], path: Path, curves: Curves | None = None) -> bool:
-    """Accuracy (flexible; strict where a task has none) vs generated tokens/question.
-
-    One panel per task, one labelled point per strategy, and self-consistency's maj@k curve
-    with its stderr band where ``curves`` has one.
-    """
+    """Write :func:`figure` to ``path`` (atomically); False if matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from lm_eval_softreason.curves import draw_curve
     except ImportError:
         print("matplotlib is not installed; no plot written (pip install matplotlib)",
               file=sys.stderr)
         return False
-    points = [c for c in cells if c.get("tokens_generated_per_q") is not None
-              and (c.get("accuracy_flexible") is not None
-                   or c.get("accuracy_strict") is not None)]
-    tasks = list(dict.fromkeys(c["task"] for c in points)) or ["(no cells)"]
+    fig = figure(cells, curves)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def strategy_colors(cells: list[dict[str, Any]]) -> dict[str, str]:
+    """One matplotlib colour per strategy, the same in every panel (first seen, first colour)."""
+    strategies = dict.fromkeys(c["strategy"] for c in cells)
+    return {s: f"C{i % 10}" for i, s in enumerate(strategies)}
+
+
+def figure(cells: list[dict[str, Any]], curves: Curves | None = None) -> Any:
+    """Accuracy (flexible; strict where a task has none) vs generated tokens/question.
+
+    One panel per task; each strategy a point with ±1 stderr bars, in its own colour in every
+    panel; self-consistency's maj@k curve with its stderr band (in sc's colour) where
+    ``curves`` has one. Names go in each panel's legend, so they never overlap.
+    """
+    import matplotlib.pyplot as plt
+
+    from lm_eval_softreason.curves import draw_curve
+
+    def accuracy(c: dict[str, Any]) -> tuple[float, float]:
+        kind = "flexible" if c.get("accuracy_flexible") is not None else "strict"
+        return 100 * c[f"accuracy_{kind}"], 100 * (c.get(f"stderr_{kind}") or 0.0)
+
+    shown = [c for c in cells if c.get("tokens_generated_per_q") is not None
+             and (c.get("accuracy_flexible") is not None
+                  or c.get("accuracy_strict") is not None)]
+    colors = strategy_colors(shown)
+    tasks = list(dict.fromkeys(c["task"] for c in shown)) or ["(no cells)"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        mine = [c for c in points if c["task"] == task]
-        xs = [c["tokens_generated_per_q"] for c in mine]
-        ys = [100 * (c["accuracy_flexible"] if c.get("accuracy_flexible") is not None
-                     else c["accuracy_strict"]) for c in mine]
+        xs: list[float] = []
+        ys: list[float] = []
+        for c in (c for c in shown if c["task"] == task):
+            y, se = accuracy(c)
+            ax.errorbar([c["tokens_generated_per_q"]], [y], yerr=[se], fmt="o", markersize=6,
+                        capsize=3, color=colors[c["strategy"]],
+                        label=c.get("label", c["strategy"]), zorder=4)
+            xs.append(c["tokens_generated_per_q"])
+            ys += [y - se, y + se]
         if task in (curves or {}):
-            label, points = curves[task]
-            draw_curve(ax, points, "0.5", f"{label} maj@k")
-            xs += [p.tokens for p in points]
-            ys += [100 * p.accuracy for p in points]
-        for i, (c, x, y) in enumerate(zip(mine, xs, ys)):
-            ax.scatter([x], [y], s=45, zorder=3)
-            ax.annotate(c.get("label", c["strategy"]), (x, y), textcoords="offset points",
-                        xytext=(6, 5 if i % 2 == 0 else -11), fontsize=8)
+            label, curve = curves[task]
+            draw_curve(ax, curve, colors.get("sc", "0.5"), f"{label} maj@k")
+            xs += [p.tokens for p in curve]
+            ys += [100 * (p.accuracy + d * p.stderr) for p in curve for d in (-1, 1)]
         positive = [x for x in xs if x > 0]
         if positive and max(positive) / min(positive) > 20:
             ax.set_xscale("log")
         if ys:
-            ax.set_ylim(max(0.0, min(ys) - 5), min(100.0, max(ys) + 5))
-            ax.margins(x=0.15)
+            ax.set_ylim(max(0.0, min(ys) - 3), min(100.0, max(ys) + 3))
+            ax.margins(x=0.1)
+            ax.legend(fontsize=7, loc="best")
         ax.set_title(task)
         ax.set_xlabel("generated tokens / question (verifier included)")
         ax.set_ylabel("accuracy, flexible-extract (%)")
         ax.grid(True, alpha=0.3, zorder=0)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return True
+    return fig
 
 
 def report(out: Path, tasks: list[str] | None = None) -> str:
@@ -811,6 +866,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         extra_model_args=parse_kv(args.extra_model_args), gen_kwargs=parse_kv(args.gen_kwargs),
         sc_temperature=args.sc_temperature, sc_n=args.sc_n, hf_sc_repeats=args.hf_sc_repeats,
+        engine=args.engine,
     )
     _check_extra_args(st, strategies)
     plan = plan_cells(tasks, strategies, args.baseline_hf_sc)

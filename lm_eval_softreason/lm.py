@@ -103,8 +103,8 @@ class SoftReasonMixin:
 
     The class mixing this in calls :meth:`_init_softreason` once its model is loaded and
     provides ``engine`` (an :class:`~lm_eval_softreason.engines.base.Engine`),
-    :meth:`model_identity`, :meth:`encode_prompt` and :meth:`row_batch_size`, plus lm-eval's
-    ``tok_decode``, ``eot_token_id``, ``max_length``, ``max_gen_toks`` and ``rank``.
+    :meth:`encode_prompt` and :meth:`row_batch_size`, plus ``pretrained``, ``revision`` and
+    lm-eval's ``tok_decode``, ``eot_token_id``, ``max_length``, ``max_gen_toks`` and ``rank``.
     """
 
     engine: Engine
@@ -125,8 +125,15 @@ class SoftReasonMixin:
         self._embedding_std = float(table.float().std(dim=0).mean())
 
     def model_identity(self) -> dict[str, Any]:
-        """Everything about the loaded model that changes outputs (for the cache guard)."""
-        raise NotImplementedError
+        """Everything about the loaded model that changes outputs (for the cache guard): path
+        or id, revision, dtype, context length and the weight files' names and sizes."""
+        return {
+            "model": str(self.pretrained),
+            "revision": self.revision,
+            "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "max_length": self.max_length,
+            "weights": weights_fingerprint(self.pretrained),
+        }
 
     def encode_prompt(self, context: str) -> list[int]:
         """The prompt's token ids, as the engine's stock lm-eval model would encode them."""

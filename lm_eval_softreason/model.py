@@ -19,11 +19,7 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from lm_eval_softreason.config import SoftReasonConfig  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token  # noqa: E402
-from lm_eval_softreason.lm import (  # noqa: E402
-    SoftReasonMixin,
-    refuse_unsharded_processes,
-    weights_fingerprint,
-)
+from lm_eval_softreason.lm import SoftReasonMixin, refuse_unsharded_processes  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +46,6 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
         self.engine = HFEngine(self._model, self.tokenizer, sorted(eos),
                                max_batch=self.row_batch_size())
         self._init_softreason(cfg)
-
-    def model_identity(self) -> dict[str, Any]:
-        """Path or id, revision, dtype, context length and the weight files' names and sizes."""
-        return {
-            "model": str(self.pretrained),
-            "revision": self.revision,
-            "dtype": str(next(self._model.parameters()).dtype).removeprefix("torch."),
-            "max_length": self.max_length,
-            "weights": weights_fingerprint(self.pretrained),
-        }
 
     def get_model_info(self) -> dict:
         """lm-eval writes its ``--device`` flag as ``config.device`` (``cuda:0`` by default,

@@ -20,11 +20,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import has_bos_prefix
 
 from lm_eval_softreason.config import ConfigError, SoftReasonConfig
-from lm_eval_softreason.lm import (
-    SoftReasonMixin,
-    refuse_unsharded_processes,
-    weights_fingerprint,
-)
+from lm_eval_softreason.lm import SoftReasonMixin, refuse_unsharded_processes
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +146,6 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         return self._loglikelihood_tokens(requests)
 
     # --- what the search asks of the model class ------------------------------------------
-
-    def model_identity(self) -> dict[str, Any]:
-        """Path or id, revision, dtype, context length and the weight files' names and sizes."""
-        return {
-            "model": str(self.pretrained),
-            "revision": self.revision,
-            "dtype": str(self.engine.dtype).removeprefix("torch."),
-            "max_length": self.max_length,
-            "weights": weights_fingerprint(self.pretrained),
-        }
 
     def encode_prompt(self, context: str) -> list[int]:
         return self.tok_encode(context)

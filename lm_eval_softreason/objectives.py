@@ -128,31 +128,36 @@ class PerQuestionVerifier:
         return out
 
 
-def import_callable(spec: str, what: str) -> Callable:
-    """Resolve ``package.module:function`` with errors that say which part is wrong."""
+def import_callable(spec: str, option: str) -> Callable:
+    """Resolve ``package.module:function`` with errors that say which part is wrong.
+
+    ``option`` is how the message names the setting and its value (``model_arg
+    coherence='m:f'``, ``--select 'm:f'``): the model and the CLIs share one wording.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(
-            f"model_arg {what}={spec!r}: not a built-in name and not an import path of the "
-            f"form 'package.module:function'"
+            f"{option}: not a built-in name and not an import path of the form "
+            f"'package.module:function'"
         )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"model_arg {what}={spec!r}: cannot import {module_name!r} ({exc})")
+        raise ConfigError(f"{option}: cannot import {module_name!r} ({exc})") from None
     target = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise ConfigError(f"model_arg {what}={spec!r}: {module_name!r} has no {attr!r}")
+            raise ConfigError(f"{option}: {module_name!r} has no {attr!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise ConfigError(f"model_arg {what}={spec!r}: {attr!r} is not callable")
+        raise ConfigError(f"{option}: {attr!r} is not callable")
     return target
 
 
-def check_takes_one_argument(fn: Callable, what: str, documented: str) -> None:
+def check_takes_one_argument(fn: Callable, option: str, documented: str) -> None:
     """Refuse at load time a plug-in that could not be called the documented way; found
-    only at call time, every question would fall back to greedy."""
+    only at call time, every question would fall back to greedy. ``option`` as in
+    :func:`import_callable`."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins without a signature: cannot tell, accept
@@ -162,8 +167,7 @@ def check_takes_one_argument(fn: Callable, what: str, documented: str) -> None:
     except TypeError:
         params = ", ".join(signature.parameters)
         raise ConfigError(
-            f"model_arg {what}={_display(fn)}: it takes ({params}), so it cannot be called as "
-            f"{documented}"
+            f"{option}: it takes ({params}), so it cannot be called as {documented}"
         ) from None
 
 
@@ -180,8 +184,9 @@ def resolve_coherence(spec: str | Callable) -> CoherenceFn:
             f"model_arg coherence={spec!r} is unknown; built-ins: {', '.join(COHERENCE)}, "
             f"or an import path 'package.module:function'"
         )
-    fn = spec if callable(spec) else import_callable(spec, "coherence")
-    check_takes_one_argument(fn, "coherence", "fn(logprobs: list[float]) -> float")
+    fn = spec if callable(spec) else import_callable(spec, f"model_arg coherence={spec!r}")
+    check_takes_one_argument(fn, f"model_arg coherence={_display(fn)}",
+                             "fn(logprobs: list[float]) -> float")
     return fn  # type: ignore[return-value]
 
 
@@ -197,12 +202,14 @@ def resolve_verifier_spec(spec: str | Callable) -> str | Callable:
             f"model_arg verifier={spec!r} is unknown; built-ins: {', '.join(VERIFIERS)}, "
             f"or an import path 'package.module:function'"
         )
-    target = spec if callable(spec) else import_callable(spec, "verifier")
+    target = spec if callable(spec) else import_callable(spec, f"model_arg verifier={spec!r}")
     if hasattr(target, "verify_many") and not isinstance(target, type):
-        check_takes_one_argument(target.verify_many, "verifier",
+        check_takes_one_argument(target.verify_many,
+                                 f"model_arg verifier={_display(target.verify_many)}",
                                  "verifier.verify_many(requests: list[VerifyRequest])")
     elif not isinstance(target, type):
-        check_takes_one_argument(target, "verifier", "fn(request: VerifyRequest)")
+        check_takes_one_argument(target, f"model_arg verifier={_display(target)}",
+                                 "fn(request: VerifyRequest)")
     return target
 
 

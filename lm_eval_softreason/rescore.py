@@ -22,8 +22,6 @@ its ``candidates``.
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -32,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_softreason.answers import normalize_answer
+from lm_eval_softreason.config import ConfigError
+from lm_eval_softreason.objectives import check_takes_one_argument, import_callable
 from lm_eval_softreason.report import render_table
 from lm_eval_softreason.selection import Generation, by_objective, rank
 from lm_eval_softreason.settings import prompt_sha
@@ -119,29 +119,16 @@ def load_rule(spec: str) -> Rule:
     """A built-in rule by name, or ``package.module:function`` checked to take one record."""
     if spec in RULES:
         return RULES[spec]
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise RescoreError(f"--select {spec!r}: not a built-in rule ({', '.join(RULES)}) and "
-                           f"not an import path 'package.module:function'")
+    option = f"--select {spec!r}"
+    if ":" not in spec:
+        raise RescoreError(f"{option}: not a built-in rule ({', '.join(RULES)}) and not an "
+                           f"import path 'package.module:function'")
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RescoreError(f"--select {spec!r}: cannot import {module_name!r} ({exc})") from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise RescoreError(f"--select {spec!r}: {module_name!r} has no {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise RescoreError(f"--select {spec!r}: {attr!r} is not callable")
-    try:
-        inspect.signature(target).bind({})
-    except TypeError:
-        params = ", ".join(inspect.signature(target).parameters)
-        raise RescoreError(f"--select {spec!r}: it takes ({params}), so it cannot be called as "
-                           f"fn(record: dict) -> str") from None
-    except ValueError:  # no signature to inspect (some builtins): found out at the first call
-        pass
-    return target
+        rule = import_callable(spec, option)
+        check_takes_one_argument(rule, option, "fn(record: dict) -> str")
+    except ConfigError as exc:
+        raise RescoreError(str(exc)) from None
+    return rule
 
 
 def choose(rule: Rule, record: dict[str, Any]) -> str:

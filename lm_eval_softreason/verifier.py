@@ -9,11 +9,14 @@ are decoded as one batch, and the instruction prefix is prefilled once per run.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from lm_eval_softreason.answers import answers_match
 from lm_eval_softreason.engines.base import DecodeRow, Engine, PromptState
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 INSTRUCTIONS = (
     "You are checking candidate solutions to a problem. Read the problem and the candidate "

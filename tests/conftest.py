@@ -49,7 +49,6 @@ def build_tiny_model(path: str, seed: int = 0) -> str:
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
 
-    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -57,8 +56,17 @@ def build_tiny_model(path: str, seed: int = 0) -> str:
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    # Larger output weights give peaked, varied next-token distributions, like a trained model.
+    # The weights are drawn here, not by transformers' initialisers, so that a transformers
+    # upgrade cannot move the CI gate's golden outputs: Llama's own scheme (norms 1, every
+    # matrix N(0, 0.02)) from one seeded generator, parameters in name order.
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+        # Larger output weights give peaked, varied next-token distributions, like a trained model.
         model.lm_head.weight.mul_(8.0)
     model.save_pretrained(path)
     return path

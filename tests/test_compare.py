@@ -17,17 +17,19 @@ from lm_eval_softreason.cli import main as cli_main
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
+SVAMP_ITEMS = [
+    {"ID": f"chal-{i + 1}", "Body": f"Tom has {i + 3} apples. He eats 2 of them.",
+     "Question": "How many apples does Tom have now?", "Equation": f"( {i + 3}.0 - 2.0 )",
+     "Answer": float(i + 1), "Type": "Subtraction"}
+    for i in range(3)
+]
+
+
 @pytest.fixture
 def svamp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "data"
     (data / "svamp").mkdir(parents=True)
-    items = [
-        {"ID": f"chal-{i + 1}", "Body": f"Tom has {i + 3} apples. He eats 2 of them.",
-         "Question": "How many apples does Tom have now?", "Equation": f"( {i + 3}.0 - 2.0 )",
-         "Answer": float(i + 1), "Type": "Subtraction"}
-        for i in range(3)
-    ]
-    (data / "svamp" / "SVAMP.json").write_text(json.dumps(items), encoding="utf-8")
+    (data / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP_ITEMS), encoding="utf-8")
     monkeypatch.setenv("SOFTREASON_DATA_DIR", str(data))
     return data
 
@@ -120,6 +122,26 @@ def test_parse_limits():
         compare.parse_limits("gsm8k_offline=3", tasks)
     with pytest.raises(SystemExit):
         compare.parse_limits("svamp=-1", tasks)
+    ranged = compare.parse_limits("svamp=500:600,gsm8k_cot_zeroshot_offline=100", tasks)
+    assert (ranged["svamp"], ranged["gsm8k_cot_zeroshot_offline"]) == ("500:600", 100)
+    for bad in ("svamp=600:500", "svamp=5:5", "svamp=a:9", "svamp=-1:3"):
+        with pytest.raises(SystemExit, match="a range is A:B with integers 0 <= A < B"):
+            compare.parse_limits(bad, tasks)
+
+
+def test_a_range_limit_runs_exactly_those_documents(tiny_model_dir, svamp_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = _argv(tiny_model_dir, out, "--strategies", "greedy")
+    argv[argv.index("--limit") + 1] = "svamp=1:3"
+    assert compare.main(argv) == 0
+    samples = [json.loads(line) for line in
+               (out / "cells" / "svamp__greedy.samples.jsonl").read_text().splitlines()]
+    # one logged sample per document and filter
+    assert sorted((s["doc_id"], s["doc"]["ID"], s["filter"]) for s in samples) == [
+        (1, "chal-2", "flexible-extract"), (1, "chal-2", "strict-match"),
+        (2, "chal-3", "flexible-extract"), (2, "chal-3", "strict-match")]
+    cell = json.loads((out / "cells" / "svamp__greedy.json").read_text())
+    assert cell["n"] == 2 and cell["spec"]["limit"] == "1:3"
 
 
 def test_plan_runs_budget_sources_before_sc():
@@ -271,3 +293,52 @@ def test_sc_cells_get_their_maj_at_k_rows_and_curve(tmp_path):
     pytest.importorskip("matplotlib")
     assert compare.plot([greedy, sc], tmp_path / "p.png", {"svamp": ("sc (N=2)", points)})
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_figure_one_colour_per_strategy_stderr_bars_and_a_legend_per_panel():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from lm_eval_softreason.curves import CurvePoint
+
+    def cell(task, strategy, acc, se, tokens):
+        return {"task": task, "strategy": strategy, "label": f"{strategy} ({task})",
+                "accuracy_flexible": acc, "stderr_flexible": se,
+                "tokens_generated_per_q": tokens}
+
+    # gsm8k lists its strategies in another order: colours still follow the strategy
+    cells = [cell("svamp", "greedy", 0.5, 0.1, 20.0), cell("svamp", "sc", 0.6, 0.05, 80.0),
+             cell("svamp", "softreason", 0.55, 0.02, 90.0),
+             cell("gsm8k", "softreason", 0.3, 0.04, 300.0), cell("gsm8k", "greedy", 0.2, 0.0, 100.0)]
+    curve = [CurvePoint(1, 0.4, 0.1, 40.0), CurvePoint(2, 0.6, 0.05, 80.0)]
+    fig = compare.figure(cells, {"svamp": ("sc (svamp)", curve)})
+    svamp, gsm8k = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["svamp", "gsm8k"]
+    legend = [t.get_text() for t in svamp.get_legend().get_texts()]
+    assert legend == ["sc (svamp) maj@k", "greedy (svamp)", "sc (svamp)", "softreason (svamp)"]
+    assert [t.get_text() for t in gsm8k.get_legend().get_texts()] == \
+        ["softreason (gsm8k)", "greedy (gsm8k)"]
+
+    def points(ax):  # label -> (colour, x, y, bar low, bar high) of each errorbar point
+        found = {}
+        for container in ax.containers:
+            marker, _, (bars,) = container
+            (low, high), = [seg[:, 1] for seg in bars.get_segments()]
+            found[container.get_label()] = (to_hex(marker.get_color()), marker.get_xdata()[0],
+                                            marker.get_ydata()[0], low, high)
+        return found
+
+    s, g = points(svamp), points(gsm8k)
+    assert s["greedy (svamp)"][1:] == pytest.approx((20.0, 50.0, 40.0, 60.0))
+    assert s["softreason (svamp)"][1:] == pytest.approx((90.0, 55.0, 53.0, 57.0))
+    assert g["softreason (gsm8k)"][1:] == pytest.approx((300.0, 30.0, 26.0, 34.0))
+    colour = {label.split()[0]: v[0] for label, v in {**s, **g}.items()}
+    assert s["greedy (svamp)"][0] == g["greedy (gsm8k)"][0] == colour["greedy"]
+    assert s["softreason (svamp)"][0] == g["softreason (gsm8k)"][0]
+    assert len(set(colour.values())) == 3
+    (line,) = [ln for ln in svamp.get_lines() if ln.get_label() == "sc (svamp) maj@k"]
+    assert list(line.get_xdata()) == [40.0, 80.0]
+    assert to_hex(line.get_color()) == colour["sc"]  # the maj@k curve wears sc's colour
+    plt.close(fig)

@@ -495,3 +495,34 @@ def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "exit codes: 0 pass, 1 regression, 2 bad input, 3 config mismatch" in out
+
+
+# Digests of tests/conftest.py::build_tiny_model's output (see the test below).
+WEIGHTS_SHA256 = "88244ca9530081e7a416002efa5168ec30df2be2bfc41c29af4f2db866a33697"
+TOKENS_SHA256 = "e7fe698448e86261a58876945a5aeb1b5ff9cef70cc27189226d7811ab6beb40"
+
+
+def test_tiny_model_is_pinned(tiny_model_dir):
+    """The CI gate's golden outputs (.ci/golden_outputs.json) come from this model: its weights
+    and tokens must not move when transformers or tokenizers is upgraded. If this fails, the
+    builder changed: re-record with ``python .ci/regression_gate.py --update``, then update
+    these digests."""
+    import hashlib
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from tests.conftest import CORPUS
+
+    weights = hashlib.sha256()
+    for path in sorted(Path(tiny_model_dir).glob("*.safetensors")):
+        tensors = load_file(str(path))
+        for name in sorted(tensors):
+            weights.update(name.encode())
+            weights.update(tensors[name].contiguous().numpy().tobytes())
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokens = hashlib.sha256(json.dumps(
+        [sorted(tok.get_vocab().items()), [tok(line)["input_ids"] for line in CORPUS]]
+    ).encode())
+    assert weights.hexdigest() == WEIGHTS_SHA256
+    assert tokens.hexdigest() == TOKENS_SHA256

@@ -135,3 +135,31 @@ def test_smollm2_greedy_texts_equal_the_hf_engines(tmp_path_factory):
     finally:
         vl.engine.close()
     assert all(t.strip() for t in texts)
+
+
+def test_compare_runs_its_cells_on_the_vllm_engine(model_dir, hlm, tmp_path, monkeypatch):
+    """``compare --engine vllm``: the cell records its engine, and its greedy text is the HF
+    engine's (fp32) for the same prompt."""
+    import json
+
+    from lm_eval_softreason import compare
+    from tests.test_compare import SVAMP_ITEMS
+
+    (tmp_path / "data" / "svamp").mkdir(parents=True)
+    (tmp_path / "data" / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP_ITEMS))
+    monkeypatch.setenv("SOFTREASON_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert compare.main([
+        "--model", model_dir, "--engine", "vllm", "--dtype", "float32", "--tasks", "svamp",
+        "--strategies", "greedy", "--limit", "svamp=1:2", "--gen-kwargs", "max_gen_toks=8",
+        "--extra-model-args", f"enforce_eager=True,max_model_len=512,block_size={BLOCK}",
+        "--out", str(out)]) == 0
+    cell = json.loads((out / "cells" / "svamp__greedy.json").read_text())
+    assert cell["spec"]["engine"] == "vllm" and cell["n"] == 1
+    (sample, *_) = [json.loads(line) for line in
+                    (out / "cells" / "svamp__greedy.samples.jsonl").read_text().splitlines()]
+    context, gen_kwargs = sample["arguments"]["gen_args_0"]["arg_0"], \
+        sample["arguments"]["gen_args_0"]["arg_1"]
+    hlm.configure(mode="greedy", **FAST)
+    assert sample["resps"] == [[hlm.generate_until(
+        [request(context, max_gen_toks=8, until=gen_kwargs["until"])])[0]]]

@@ -42,7 +42,8 @@ GSM8K_TRAIN = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n
 STOCK_GSM8K_TASKS = ["gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot", "gsm8k_cot_self_consistency",
                      "gsm8k_cot_llama"]
 OFFLINE = [f"{name}_offline" for name in STOCK_GSM8K_TASKS]
-TASKS = ["svamp", "svamp_cot", *OFFLINE]
+TUNING = "gsm8k_cot_zeroshot_train_offline"
+TASKS = ["svamp", "svamp_cot", *OFFLINE, TUNING]
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +82,11 @@ def filtered(task: Any, text: str) -> dict[str, str]:
 
 def test_index_lists_our_tasks(manager: TaskManager) -> None:
     assert set(manager.all_subtasks) == set(TASKS)
-    assert set(manager.all_tags) == {"svamp_tasks", OFFLINE_TAG}
+    assert set(manager.all_tags) == {"svamp_tasks", OFFLINE_TAG, "softreason_tuning"}
     assert manager.all_groups == []
     assert manager.task_index["svamp_tasks"].tags == {"svamp", "svamp_cot"}
     assert manager.task_index[OFFLINE_TAG].tags == set(OFFLINE)
+    assert manager.task_index["softreason_tuning"].tags == {TUNING}
 
 
 def test_svamp_docs_prompts_targets(tasks: dict[str, Any]) -> None:
@@ -229,6 +231,19 @@ def test_gsm8k_offline_variants_read_local_data(tasks: dict[str, Any]) -> None:
     assert tasks["gsm8k_offline"].doc_to_text(GSM8K_TEST[0]) == f"Question: {question}\nAnswer:"
     assert tasks["gsm8k_cot_offline"].doc_to_target(GSM8K_TEST[0]) == "1000"
     assert tasks["gsm8k_cot_self_consistency_offline"].config.repeats == 64
+
+
+def test_gsm8k_tuning_task_is_zeroshot_on_the_train_split(manager: TaskManager,
+                                                          data_env: Path) -> None:
+    train = manager.load([TUNING])["tasks"][TUNING]
+    test = manager.load(["gsm8k_cot_zeroshot_offline"])["tasks"]["gsm8k_cot_zeroshot_offline"]
+    assert [d["question"] for d in train.eval_docs] == [r["question"] for r in GSM8K_TRAIN]
+    mine, theirs = train.config.to_dict(), test.config.to_dict()
+    assert [mine.pop(k) for k in ("task", "test_split")] == [TUNING, "train"]
+    del theirs["task"], theirs["test_split"]
+    for config in (mine, theirs):
+        del config["metadata"]["config_source"]
+    assert mine == theirs  # prompt, filters, metrics, generation settings: the same
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in OURS_GSM8K.glob("*.yaml")))

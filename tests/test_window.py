@@ -14,7 +14,7 @@ from lm_eval.api.model import CachingLM
 from lm_eval_softreason.config import ConfigError
 from lm_eval_softreason.model import SoftReasonLM
 from lm_eval_softreason.trace import read_trace
-from tests.helpers import FAST, request
+from tests.helpers import request
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [f"Q: Tom has {a} apples and buys {b} more. How many apples now?\nA:"

@@ -80,6 +80,7 @@ class Engine(ABC):
     """Runs one model for the search. Implementations: ``HFEngine``, ``VLLMEngine``."""
 
     tokenizer: PreTrainedTokenizerBase
+    dtype: torch.dtype  # the weights' dtype: part of what identifies a model's outputs
 
     @abstractmethod
     def prefill(self, token_ids: Sequence[int], prefix: PromptState | None = None) -> PromptState:

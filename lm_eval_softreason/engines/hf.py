@@ -43,6 +43,7 @@ class HFEngine(Engine):
                  eos_token_ids: Sequence[int], max_batch: int) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.dtype = model_dtype(model)
         self.decoder = BatchDecoder(model, tokenizer, eos_token_ids, max_batch)
 
     def prefill(self, token_ids: Sequence[int], prefix: PromptState | None = None) -> PromptState:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The tuning study of docs/tuning.md: settings are chosen on tuning problems only (SVAMP
+# documents 500-599; GSM8K train via the gsm8k_cot_zeroshot_train_offline task), never on the
+# reported ones (SVAMP 0-99, GSM8K test 0-49). Qwen2.5-Coder-0.5B-Instruct on the vLLM engine.
+#   bash examples/tuning.sh              # every stage, in order; rerun to resume
+#   bash examples/tuning.sh base sigma   # some stages
+# Each stage is one `lm-eval-softreason compare` folder under $OUT; finished cells are skipped,
+# so an interrupted study continues where it stopped. `rescore` of the traces is free.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+source "$HERE/../.ci/env.sh"
+cd "$ROOT"
+BIN="${VLLM_VENV:-$ROOT/.venv-vllm}/bin"
+MODEL_DIR="${MODEL_DIR:-.models/qwen0.5b}"
+OUT="${OUT:-results/tuning}"
+[ -x "$BIN/lm-eval-softreason" ] || bash "$ROOT/.ci/setup-vllm.sh"
+[ -f "$MODEL_DIR/config.json" ] || PATH="$BIN:$PATH" ../shared/assets/get-model qwen0.5b "$MODEL_DIR"
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
+export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
+# One budget for every softreason cell: 4 initial candidates and one BO round of 4.
+BUDGET="enforce_eager=True,n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
+
+svamp() {  # svamp FOLDER compare-args...: SVAMP tuning problems 500-599
+    local folder=$1
+    shift
+    "$BIN/lm-eval-softreason" compare --model "$MODEL_DIR" --engine vllm --dtype float32 \
+        --batch-size auto --tasks svamp --limit svamp=500:600 --apply-chat-template \
+        --out "$OUT/svamp-$folder" "$@"
+}
+
+stage_base() {  # greedy, the paper's softreason and budget-matched self-consistency (T=0.7)
+    svamp base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
+}
+stage_sigma() {  # perturbation scale relative to the embedding table (sigma=1 absolute is ~58x)
+    for s in 1 3 10; do
+        svamp "sigma-std$s" --strategies softreason \
+            --extra-model-args "$BUDGET,sigma=$s,sigma_scale=embedding_std"
+    done
+}
+stage_reference() {  # the reference code's variant: inject=replace, mean-prob coherence, vote
+    svamp reference --strategies softreason_reference --extra-model-args "$BUDGET"
+}
+stage_sc_temperature() {  # self-consistency gets the same care: the paper's grid, base's N
+    local n
+    n=$("$BIN/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['budget']['n_samples'])" \
+        "$OUT/svamp-base/cells/svamp__sc.json")
+    for t in 0.4 0.6 0.8; do
+        svamp "sc-t$t" --strategies sc --sc-n "$n" --sc-temperature "$t" \
+            --extra-model-args enforce_eager=True
+    done
+}
+
+ALL="base sigma reference sc_temperature"
+for stage in ${@:-$ALL}; do
+    if ! declare -F "stage_$stage" >/dev/null; then
+        echo "tuning.sh: unknown stage '$stage'; stages: $ALL" >&2
+        exit 2
+    fi
+done
+for stage in ${@:-$ALL}; do
+    echo "== stage $stage"
+    "stage_$stage"
+done
