@@ -5,7 +5,8 @@ When transformers or lm-eval change one of these, this module is the one to fix:
 * transformers: a ``DynamicCache`` built from per-layer tensors and read back per layer
   (``ddp_cache_data=``, ``config=``, ``.layers``), row selection (``batch_select_indices``),
   and the name of ``forward``'s cache argument: ``cache`` where the model takes it,
-  ``past_key_values`` (deprecated by 5.x, removed in 5.40) before that;
+  ``past_key_values`` (deprecated by 5.x, removed in 5.40) before that; the ``embed_scale``
+  that scaled embedding modules (Gemma 3's) multiply looked-up rows by;
 * lm-eval 0.4: the task index's entry kinds (``lm_eval.tasks._index``) and its YAML loader
   (``lm_eval.tasks._yaml_loader``), both private modules.
 """
@@ -26,6 +27,16 @@ TASK_KINDS = ("task", "py_task")
 
 
 # ------------------------------------------------------------------------------ transformers
+
+
+def consumed_embeddings(model: PreTrainedModel) -> torch.Tensor:
+    """The input embedding table as the model consumes it, ``[vocab, hidden]``: the rows that
+    ``get_input_embeddings()(ids)`` returns. Scaled embedding modules (Gemma 3's) multiply the
+    stored weight by ``embed_scale`` on lookup; the plain table is returned without a copy."""
+    module = model.get_input_embeddings()
+    table = module.weight.detach()
+    scale = getattr(module, "embed_scale", None)
+    return table if scale is None else table * torch.as_tensor(scale, dtype=table.dtype)
 
 
 def new_cache(model: PreTrainedModel, layers: KV | None = None) -> DynamicCache:

@@ -45,6 +45,30 @@ def test_zero_noise_embedding_reproduces_greedy_token_for_token(model_and_tok):
         assert dec.decode([soft], [], 20)[0].tokens == hf_greedy(model, tok, q, 20)
 
 
+def test_a_scaled_embedding_models_table_reproduces_greedy(model_and_tok):
+    """Gemma 3 multiplies looked-up rows by sqrt(hidden): the engine's table must carry that
+    scale, or a zero-noise candidate (the greedy token's row) feeds a 16x smaller vector."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from lm_eval_softreason.engines.hf import HFEngine
+
+    _, tok = model_and_tok
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=256, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)).eval()
+    engine = HFEngine(model, tok, eos_token_ids=[], max_batch=8)
+    ids = torch.arange(len(tok))
+    table = engine.input_embeddings()
+    assert torch.equal(table[ids], model.get_input_embeddings()(ids))
+    assert not torch.equal(table, model.get_input_embeddings().weight)  # the scale is 16
+    for q in QUESTIONS[:2]:
+        s = engine.prefill(tok.encode(q))
+        soft = DecodeRow(s, first_token=s.greedy_token, first_embed=table[s.greedy_token].clone())
+        assert engine.decode([soft], [], 12)[0].tokens == hf_greedy(model, tok, q, 12)
+
+
 def test_perturbed_rows_identical_batched_or_alone(model_and_tok):
     model, tok = model_and_tok
     table = model.get_input_embeddings().weight.detach()

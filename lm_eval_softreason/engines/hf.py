@@ -18,7 +18,13 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lm_eval_softreason.compat import cache_arg, cache_layers, keep_rows, new_cache
+from lm_eval_softreason.compat import (
+    cache_arg,
+    cache_layers,
+    consumed_embeddings,
+    keep_rows,
+    new_cache,
+)
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
 from lm_eval_softreason.engines.stops import StopChecker
 
@@ -54,7 +60,7 @@ class HFEngine(Engine):
         return self.decoder.decode(rows, until, max_new_tokens)
 
     def input_embeddings(self) -> torch.Tensor:
-        return self.model.get_input_embeddings().weight.detach()
+        return consumed_embeddings(self.model)
 
     def state_bytes_per_token(self) -> int:
         return kv_bytes_per_token(self.model)
