@@ -466,8 +466,8 @@ def check_batch_invariant_mode() -> None:
             "batch-independent without it (tests/test_engine_vllm.py).")
 
 
-# On CPU without chunked prefill a step may prefill up to a whole context; with Qwen's 32,768
-# that gave minute-long steps. 4,096 holds 5-shot GSM8K plus 512 new tokens.
+# On CPU without chunked prefill a step may prefill up to a whole context, so the context sizes
+# the step. 4,096 holds 5-shot GSM8K plus 512 new tokens (and is what docs/performance.md ran).
 CPU_DEFAULT_MAX_MODEL_LEN = 4096
 
 
@@ -481,9 +481,8 @@ def whole_prompt_prefill_on_cpu(max_model_len: int | None, llm_kwargs: dict[str,
     happened as soon as one call's prompts exceeded a step's token budget (``mode=sample`` on
     24 SVAMP questions x 12 samples). Without chunked prefill every prompt is prefilled whole,
     and vLLM then wants a step budget of at least one context: the context defaults to
-    :data:`CPU_DEFAULT_MAX_MODEL_LEN` on CPU (a model's full 32k context made single steps
-    take minutes). Nothing changes on GPUs or where the caller sets
-    ``enable_chunked_prefill`` itself.
+    :data:`CPU_DEFAULT_MAX_MODEL_LEN` on CPU rather than a model's full (e.g. 32k) one.
+    Nothing changes on GPUs or where the caller sets ``enable_chunked_prefill`` itself.
     """
     from vllm.platforms import current_platform
 
