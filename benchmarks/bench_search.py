@@ -10,7 +10,7 @@ alike; ratios are what to read, absolute numbers move with the machine.
      num_return_sequences=N)``, both forced to exactly ``--max-new-tokens`` tokens per row
      (no stop strings, EOS ignored / ``min_new_tokens``). Goal: ratio >= 0.9.
   b. prefill tokens per question, softreason vs greedy, counted where prompts are run through
-     the model (``lm_eval_softreason.model.prefill`` / ``.verifier.prefill``). Goal for the
+     the model (``lm_eval_softreason.model.prefill`` / ``.verifiers``' prefix). Goal for the
      candidate prompts: <= 1.1x greedy. Verifier prefill is reported separately.
   c. share of softreason wall time in GP fitting + acquisition (the runner's
      ``_propose_round``, all questions' BO steps of a round, timed by wrapping it). Goal: <= 3 %.
@@ -131,7 +131,7 @@ class Probe:
 
     def install(self) -> None:
         import lm_eval_softreason.runner as runner_mod
-        import lm_eval_softreason.verifier as verifier_mod
+        from lm_eval_softreason.verifiers import ModelVerifier
         from lm_eval_softreason.engines.hf import HFEngine
 
         # Questions joining the window are prefilled in one prefill_many call without a
@@ -149,15 +149,14 @@ class Probe:
             seen.add(id(state))
             return state.prefilled_tokens
 
-        verifier_mod.SelfVerifier._prefix = self._timed(
-            "verifier_prefix_prefill", verifier_mod.SelfVerifier._prefix, new_prefix_tokens)
+        ModelVerifier._prefix = self._timed(
+            "verifier_prefix_prefill", ModelVerifier._prefix, new_prefix_tokens)
         # all questions' BO steps of a round (in-process, or in bo_workers processes)
         runner_mod.WindowedRunner._propose_round = self._timed(
             "propose", runner_mod.WindowedRunner._propose_round)
         runner_mod.WindowedRunner._decode_round = self._timed(
             "candidate_round", runner_mod.WindowedRunner._decode_round)
-        verifier_mod.SelfVerifier.verify_many = self._timed(
-            "verifier", verifier_mod.SelfVerifier.verify_many)
+        ModelVerifier.verify_many = self._timed("verifier", ModelVerifier.verify_many)
 
 
 # --- (a) decode throughput ----------------------------------------------------------------
@@ -448,10 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         probe.reset()
         from lm_eval_softreason.objectives import VerifyRequest
 
-        prefix, _ = verifier.build_prompt(VerifyRequest(prompts[0], ["x"], [None], task))
-        from lm_eval_softreason.verifier import INSTRUCTIONS
-
-        verifier._prefix(prefix, prefix != INSTRUCTIONS)  # what verify_many would prefill first
+        [(prefix, _)] = verifier.build_prompts(VerifyRequest(prompts[0], ["x"], [None], task))
+        # what verify_many would prefill first
+        verifier._prefix(prefix, prefix != verifier.instructions)
         verifier_prefix = probe.tokens.get("verifier_prefix_prefill", 0)
 
         # (b) greedy reference, then (c)-(e) lock-step and one-by-one, interleaved.

@@ -37,6 +37,11 @@ stage_sigma() {  # perturbation scale relative to the embedding table (sigma=1 a
             --extra-model-args "$BUDGET,sigma=$s,sigma_scale=embedding_std"
     done
 }
+stage_verifier() {  # the paper's other three verifier designs (base's softreason is multi_generate)
+    for v in single_generate multi_judge single_judge; do
+        svamp "verifier-$v" --strategies softreason --extra-model-args "$BUDGET,verifier=$v"
+    done
+}
 stage_reference() {  # the reference code's variant: inject=replace, mean-prob coherence, vote
     svamp reference --strategies softreason_reference --extra-model-args "$BUDGET"
 }
@@ -50,7 +55,7 @@ stage_sc_temperature() {  # self-consistency gets the same care: the paper's gri
     done
 }
 
-ALL="base sigma reference sc_temperature"
+ALL="base sigma verifier reference sc_temperature"
 for stage in ${@:-$ALL}; do
     if ! declare -F "stage_$stage" >/dev/null; then
         echo "tuning.sh: unknown stage '$stage'; stages: $ALL" >&2

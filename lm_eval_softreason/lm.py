@@ -44,7 +44,7 @@ from lm_eval_softreason.search import SoftReasonSearch
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.strategy import Greedy, QuestionContext, Strategy
 from lm_eval_softreason.trace import TraceWriter
-from lm_eval_softreason.verifier import SelfVerifier
+from lm_eval_softreason.verifiers import MODEL_VERIFIERS
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +250,9 @@ class SoftReasonMixin:
     def verifier(self):  # type: ignore[no-untyped-def]
         if self._verifier is None:
             spec = self._verifier_spec
-            if spec == "self":
+            if isinstance(spec, str) and spec in MODEL_VERIFIERS:
                 eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-                self._verifier = SelfVerifier(
+                self._verifier = MODEL_VERIFIERS[spec](
                     self.engine, self._extractor,
                     self.sr_config.verifier_max_tokens, stop=handle_stop_sequences(None, eos),
                 )

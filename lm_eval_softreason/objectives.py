@@ -35,13 +35,23 @@ class VerifyRequest:
 
 @dataclass
 class VerifyResult:
-    """Per-candidate rewards in [0, 1], plus what the verifier concluded (for votes and traces)."""
+    """Per-candidate rewards in [0, 1], plus what the verifier concluded (for votes and traces).
+
+    A verifier that answers once per round sets ``verifier_answer``; one that answers several
+    times (once per candidate) sets ``verifier_answers``, and one that only judges sets it to
+    ``[]``.
+    """
 
     rewards: list[float]
     verifier_answer: str | None = None
     analysis: str = ""
     tokens_generated: int = 0
     tokens_prefilled: int = 0
+    verifier_answers: list[str | None] | None = None
+
+    def votes(self) -> list[str | None]:
+        """The verifier's answers, as ``select=vote`` counts them next to the candidates'."""
+        return [self.verifier_answer] if self.verifier_answers is None else self.verifier_answers
 
 
 @runtime_checkable
@@ -97,8 +107,9 @@ COHERENCE: dict[str, CoherenceFn] = {
     "none": no_coherence,
 }
 
-# Built-in verifier names; "self" is built by the model (it needs the model itself).
-VERIFIERS = ("self", "none")
+# Built-in verifier names. All but "none" are the model itself (``verifiers/``), built by it;
+# "self" is the paper's default design, multi_generate.
+VERIFIERS = ("self", "multi_generate", "single_generate", "multi_judge", "single_judge", "none")
 
 
 class NoVerifier:

@@ -77,7 +77,7 @@ class SoftReasonSearch(Strategy):
             g.r_verifier = r
             coherence = g.r_coherence if cfg.w_coherence > 0 else 0.0
             g.reward = _quantise(cfg.w_verifier * r + cfg.w_coherence * (coherence or 0.0))
-        self.extra_votes.append(result.verifier_answer)
+        self.extra_votes.extend(result.votes())
         self.counters.tokens_generated += result.tokens_generated
         self.counters.verifier_tokens += result.tokens_generated
         self.counters.tokens_prefilled += result.tokens_prefilled

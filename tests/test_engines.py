@@ -25,9 +25,10 @@ def test_softreason_vllm_validates_our_model_args_before_anything_loads():
         SoftReasonVLLM(pretrained="unused", data_parallel_size=2)
 
 
-SEARCH_SIDE = ["lm.py", "runner.py", "strategy.py", "search.py", "baselines.py", "verifier.py",
-               "selection.py", "objectives.py", "bayesopt.py", "perturbation.py",
-               "engines/base.py"]
+SEARCH_SIDE = ["lm.py", "runner.py", "strategy.py", "search.py", "baselines.py",
+               "verifiers/__init__.py", "verifiers/base.py", "verifiers/generate.py",
+               "verifiers/judge.py", "selection.py", "objectives.py", "bayesopt.py",
+               "perturbation.py", "engines/base.py"]
 
 
 @pytest.mark.parametrize("module", SEARCH_SIDE)

@@ -1,30 +1,26 @@
-"""The built-in ``self`` verifier: the same model reads a round's candidates and answers itself.
+"""What every same-model verifier shares: prompts in the task's chat format, a shared
+instruction prefix prefilled once per run, and one engine call per round for all prompts.
 
-As in the paper ("multi-generate"), one greedy verifier call per question and round sees the
-question and that round's candidate solutions and writes its own final answer; a candidate's
-reward is 1 when its answer equals the verifier's. Verifier prompts of all questions in a round
-are decoded as one batch, and the instruction prefix is prefilled once per run.
+A design (``generate.py``, ``judge.py``) says only which prompts a round's candidates become
+(:meth:`ModelVerifier.messages`) and how the verifier's texts become rewards
+(:meth:`ModelVerifier.conclude`).
 """
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from lm_eval_softreason.answers import answers_match
 from lm_eval_softreason.engines.base import DecodeRow, Engine, PromptState
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-INSTRUCTIONS = (
-    "You are checking candidate solutions to a problem. Read the problem and the candidate "
-    "solutions, reason step by step about which answer is correct (the candidates may all be "
-    "wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n"
-)
 ANALYSIS_START = "Analysis: Let's think step by step."
 MAX_CANDIDATE_CHARS = 1500  # keep each candidate's tail: that is where answers are
+ANALYSES_SEPARATOR = "\n\n---\n\n"  # between the analyses of one round in the trace
 _ANSWER_RE = re.compile(r"answer\s*(?:is)?\s*[:：]", re.IGNORECASE)
 _SENTINEL = "\u0000SOFTREASON\u0000"
 
@@ -64,8 +60,17 @@ def _last_line(prefix: str) -> str:
     return prefix[cut + 1:] if cut >= 0 else prefix
 
 
-class SelfVerifier:
-    """Same-model verifier; implements :class:`~lm_eval_softreason.objectives.BatchVerifier`."""
+def solution_text(text: str) -> str:
+    """A candidate as the verifier reads it: stripped, long ones cut to their tail."""
+    body = text.strip()
+    return "..." + body[-MAX_CANDIDATE_CHARS:] if len(body) > MAX_CANDIDATE_CHARS else body
+
+
+class ModelVerifier(ABC):
+    """A verifier that is the model itself; implements
+    :class:`~lm_eval_softreason.objectives.BatchVerifier`."""
+
+    instructions: str  # the shared prefix of every prompt of this design
 
     def __init__(
         self,
@@ -82,21 +87,28 @@ class SelfVerifier:
         self.chat = ChatFormat(self.tokenizer)
         self._prefix_state: dict[bool, PromptState] = {}
 
-    def build_prompt(self, request: VerifyRequest) -> tuple[str, str]:
-        """Return (shared prefix, question-specific rest) of the verifier prompt."""
+    @abstractmethod
+    def messages(self, question: str, request: VerifyRequest) -> list[str]:
+        """The question-specific part of each prompt this request needs (``question`` is
+        the task prompt without its chat template)."""
+
+    @abstractmethod
+    def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
+        """Rewards (and the verifier's answers) from the texts of this request's prompts;
+        token counts are filled in by :meth:`verify_many`."""
+
+    def build_prompts(self, request: VerifyRequest) -> list[tuple[str, str]]:
+        """(shared prefix, question-specific rest) of each of the request's prompts."""
         question, templated = self.chat.unwrap(request.question)
-        parts = [f"Problem:\n{question.strip()}\n"]
-        for i, text in enumerate(request.candidates, 1):
-            body = text.strip()
-            if len(body) > MAX_CANDIDATE_CHARS:
-                body = "..." + body[-MAX_CANDIDATE_CHARS:]
-            parts.append(f"Solution {i}:\n{body}\n")
-        message = "\n".join(parts)
-        if templated:
-            assert self.chat.prefix is not None and self.chat.suffix is not None
-            return (self.chat.prefix + INSTRUCTIONS,
-                    message + self.chat.suffix + ANALYSIS_START)
-        return INSTRUCTIONS, message + "\n" + ANALYSIS_START
+        out = []
+        for message in self.messages(question.strip(), request):
+            if templated:
+                assert self.chat.prefix is not None and self.chat.suffix is not None
+                out.append((self.chat.prefix + self.instructions,
+                            message + self.chat.suffix + ANALYSIS_START))
+            else:
+                out.append((self.instructions, message + "\n" + ANALYSIS_START))
+        return out
 
     def _prefix(self, text: str, templated: bool) -> PromptState:
         if templated not in self._prefix_state:
@@ -105,33 +117,43 @@ class SelfVerifier:
         return self._prefix_state[templated]
 
     def verify_many(self, requests: Sequence[VerifyRequest]) -> list[VerifyResult]:
-        states: list[PromptState | None] = [None] * len(requests)
+        owner: list[int] = []  # request index of each prompt
         groups: dict[str, list[tuple[int, list[int]]]] = {}
         for i, req in enumerate(requests):
-            prefix, rest = self.build_prompt(req)
-            groups.setdefault(prefix, []).append(
-                (i, self.tokenizer.encode(rest, add_special_tokens=False)))
+            for prefix, rest in self.build_prompts(req):
+                groups.setdefault(prefix, []).append(
+                    (len(owner), self.tokenizer.encode(rest, add_special_tokens=False)))
+                owner.append(i)
+        states: list[PromptState | None] = [None] * len(owner)
         for prefix, members in groups.items():  # one prefill call per shared prefix
-            done = self.engine.prefill_many([ids for _, ids in members],
-                                            prefix=self._prefix(prefix, prefix != INSTRUCTIONS))
-            for (i, _), state in zip(members, done):
-                states[i] = state
+            done = self.engine.prefill_many(
+                [ids for _, ids in members],
+                prefix=self._prefix(prefix, prefix != self.instructions))
+            for (k, _), state in zip(members, done):
+                states[k] = state
         rows = [DecodeRow(s, first_token=s.greedy_token) for s in states if s is not None]
-        prefilled = [row.prompt.prefilled_tokens for row in rows]
-        decoded = self.engine.decode(rows, self.stop, self.max_new_tokens)
+        decoded = self.engine.decode(rows, self.stop, self.max_new_tokens)  # one call per round
+        analyses: list[list[str]] = [[] for _ in requests]
+        generated = [0] * len(requests)
+        prefilled = [0] * len(requests)
+        for i, row, res in zip(owner, rows, decoded):
+            analyses[i].append(self._text(res.tokens))
+            generated[i] += res.n_tokens
+            prefilled[i] += row.prompt.prefilled_tokens
         results = []
-        for req, res, n_prefill in zip(requests, decoded, prefilled):
-            analysis = self.tokenizer.decode(res.tokens, skip_special_tokens=True)
-            for s in self.stop:
-                if s and s in analysis:
-                    analysis = analysis.split(s)[0]
-            answer = self.parse_answer(analysis, req.task_name)
-            rewards = [1.0 if answers_match(a, answer) else 0.0 for a in req.answers]
-            results.append(VerifyResult(
-                rewards=rewards, verifier_answer=answer, analysis=analysis,
-                tokens_generated=res.n_tokens, tokens_prefilled=n_prefill,
-            ))
+        for i, req in enumerate(requests):
+            result = self.conclude(req, analyses[i])
+            result.analysis = ANALYSES_SEPARATOR.join(analyses[i])
+            result.tokens_generated, result.tokens_prefilled = generated[i], prefilled[i]
+            results.append(result)
         return results
+
+    def _text(self, tokens: Sequence[int]) -> str:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for s in self.stop:
+            if s and s in text:
+                text = text.split(s)[0]
+        return text
 
     def parse_answer(self, analysis: str, task_name: str) -> str | None:
         """The verifier's final answer: the text after its last 'Answer:', read with the
