@@ -16,7 +16,7 @@ rewards, the verifier's own answers) with lm-eval's per-sample file (the gold an
   default 256 unless the task sets one) and how often they were right, against the others;
 * rounds and stop reasons; and, question by question, wins/losses against the folder's greedy
   cell and any cell named with ``--versus FOLDER:STRATEGY`` (e.g. self-consistency run
-  elsewhere), on the questions both answered.
+  elsewhere), on the questions both answered, with an exact two-sided sign test.
 
 Gold answers are compared with the package's ``answers_match`` (numbers within 1e-6), the rule
 the verifier and the votes use; the headline accuracy is lm-eval's own flexible-extract score.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,16 @@ def pct(num: float, den: float) -> str:
     return f"{num}/{den} = {100 * num / den:.1f}%" if den else "n/a"
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (ties dropped): the probability, if either cell were as
+    likely to win a question as to lose it, of a split at least this uneven."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
 def versus(records: list[dict[str, Any]], name: str, other: dict[str, float]) -> str:
     """Head to head with another cell on the questions both answered (same prompts)."""
     both = [(r["score"], other[r["prompt_sha"]]) for r in records if r["prompt_sha"] in other]
@@ -78,7 +89,8 @@ def versus(records: list[dict[str, Any]], name: str, other: dict[str, float]) ->
     losses = sum(s < o for s, o in both)
     mine, theirs = sum(s for s, _ in both), sum(o for _, o in both)
     return (f"vs {name} on the same {len(both)} questions: {mine:g} vs {theirs:g} right; "
-            f"{wins} won, {losses} lost, {len(both) - wins - losses} tied")
+            f"{wins} won, {losses} lost, {len(both) - wins - losses} tied; "
+            f"sign test p = {sign_test(wins, losses):.2g}")
 
 
 def diagnose(records: list[dict[str, Any]], max_gen_toks: int = 256) -> list[str]:

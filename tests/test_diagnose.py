@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+
+import pytest
 
 from lm_eval_softreason import diagnose
 
@@ -54,7 +57,8 @@ def test_figures_of_a_known_folder(tmp_path):
     assert "candidates right (base rate): 5/6 = 83.3%" in text
     assert "P(right | verifier agreed): 3/4 = 75.0%; P(right | verifier disagreed): 2/2" in text
     assert "questions with both right and wrong candidates: 1" in text
-    assert "vs greedy on the same 2 questions: 1 vs 2 right; 0 won, 1 lost, 1 tied" in text
+    assert ("vs greedy on the same 2 questions: 1 vs 2 right; 0 won, 1 lost, 1 tied; "
+            "sign test p = 1") in text
 
 
 def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
@@ -68,7 +72,16 @@ def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
     assert diagnose.main(["--out", str(tmp_path / "gpu"), "--task", "svamp",
                       "--versus", f"{tmp_path / 'cpu'}:sc"]) == 0
     out = capsys.readouterr().out
-    assert "on the same 2 questions: 0 vs 2 right; 0 won, 2 lost, 0 tied" in out
+    assert "on the same 2 questions: 0 vs 2 right; 0 won, 2 lost, 0 tied; sign test p = 0.5" in out
+
+
+@pytest.mark.parametrize("wins, losses, p", [
+    (0, 0, 1.0), (1, 0, 1.0), (0, 2, 0.5), (3, 3, 1.0), (0, 5, 0.0625), (1, 5, 0.21875),
+    (4, 23, 2 * sum(math.comb(27, i) for i in range(5)) / 2**27),  # docs/results.md: p = 0.0003
+])
+def test_sign_test_is_the_exact_two_sided_binomial(wins, losses, p):
+    assert diagnose.sign_test(wins, losses) == pytest.approx(p, rel=1e-12)
+    assert diagnose.sign_test(losses, wins) == diagnose.sign_test(wins, losses)
 
 
 def test_gsm8k_targets_are_cut_to_the_final_answer(tmp_path):
