@@ -8,10 +8,16 @@ loaded once per process and shared by every cell. Results go to one folder::
     OUT/cells/<task>__<strategy>.json           metrics, tokens, time, settings (written last)
     OUT/cells/<task>__<strategy>.samples.jsonl  lm-eval's logged samples
     OUT/cells/<task>__<strategy>.trace.jsonl    the per-question search trace (trace_path)
+    OUT/cells/<task>__<strategy>.progress.json  an unfinished cell's spec and attempts
+    OUT/cells/<task>__<strategy>.cache_rank0.db an unfinished cell's answers (lm-eval use_cache)
     OUT/table.md                                the Markdown table also printed to stdout
     OUT/accuracy_vs_tokens.png                  accuracy (flexible) vs generated tokens/question
 
-A finished cell is skipped on rerun, so an interrupted run resumes where it stopped.
+A finished cell is skipped on rerun. An interrupted softreason-model cell resumes inside the
+cell: its finished questions are served from its cache and only the others are decoded (see
+``start_attempt``); the cell file's numbers come from the trace, which holds every
+question once, so they cover all attempts. Progress file and cache are deleted once the cell
+file is written.
 
 Self-consistency (``sc``) is budget-matched: its number of samples is
 ``round(softreason tokens/question / greedy tokens/question)`` (at least 1), measured on the
@@ -37,11 +43,13 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from lm_eval_softreason.report import render_table
 from lm_eval_softreason.settings import CELL_SCHEMA, cell_stem, comparable_spec
+from lm_eval_softreason.trace import read_trace
 
 BUDGET_STRATEGY = "sc"
 BUDGET_REFERENCE = "softreason"  # what sc's budget is matched to ...
@@ -50,6 +58,11 @@ HF_SC_TASK = "gsm8k_cot_self_consistency_offline"
 HF_SC_STRATEGY = "hf_sc"
 HF_SC_REPEATS = 64  # the task's own number of samples per question
 HF_DEFAULT_BATCH = 16  # HFLM's batch_size=auto probes huge batches; too slow on a CPU
+# lm.py's fallback reason for a question whose prompt could not be run at all: it gets no
+# strategy, hence no trace record, and is never streamed to the cache, so a resumed cell finds
+# every such question in its last attempt's stats.
+UNTRACED_FALLBACK = "prompt could not be run"
+PROGRESS_SUFFIX = ".progress.json"  # cells/<stem>.progress.json: not a cell file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,10 +212,20 @@ def parse_kv(text: str | None) -> dict[str, Any]:
 
 
 def cell_paths(out: Path, task: str, strategy: str) -> dict[str, Path]:
+    """A cell's files; ``progress`` and ``cache`` (the ``use_cache`` prefix, to which lm-eval
+    appends ``_rank0.db``) exist only while a softreason-model cell is unfinished."""
     stem = cell_stem(task, strategy)
     cells = out / "cells"
     return {"cell": cells / f"{stem}.json", "samples": cells / f"{stem}.samples.jsonl",
-            "trace": cells / f"{stem}.trace.jsonl"}
+            "trace": cells / f"{stem}.trace.jsonl",
+            "progress": cells / f"{stem}{PROGRESS_SUFFIX}", "cache": cells / f"{stem}.cache"}
+
+
+def remove_cache(prefix: Path) -> None:
+    """Delete lm-eval's cache database(s) of ``use_cache`` prefix ``prefix`` with any SQLite
+    journal beside them (a journal left beside a new database would be replayed into it)."""
+    for path in prefix.parent.glob(f"{prefix.name}_rank*.db*"):
+        path.unlink()
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -238,6 +261,8 @@ def read_cell(path: Path) -> dict[str, Any] | None:
 def load_cells(out: Path) -> list[dict[str, Any]]:
     cells = []
     for path in sorted((out / "cells").glob("*.json")):
+        if path.name.endswith(PROGRESS_SUFFIX):
+            continue
         cell = read_cell(path)
         if cell is None:
             print(f"ignoring unreadable cell {path.name}", file=sys.stderr)
@@ -445,7 +470,8 @@ class Runner:
         bs = self.st.batch_size
         return int(bs) if str(bs).isdigit() else HF_DEFAULT_BATCH
 
-    def _evaluate(self, lm: Any, task: Any, task_name: str) -> tuple[dict, float]:
+    def _evaluate(self, lm: Any, task: Any, task_name: str, use_cache: Path | None = None
+                  ) -> tuple[dict, float]:
         import lm_eval
 
         st = self.st
@@ -461,6 +487,7 @@ class Runner:
             fewshot_random_seed=st.seed, apply_chat_template=st.apply_chat_template,
             gen_kwargs=dict(st.gen_kwargs) or None, log_samples=True,
             task_manager=self.task_manager([task_name]),
+            use_cache=None if use_cache is None else str(use_cache),
         )
         return results, time.perf_counter() - started
 
@@ -469,23 +496,32 @@ class Runner:
             return self._run_hf_sc()
         paths = cell_paths(self.out, task, strategy)
         args = strategy_model_args(strategy, self.st)
+        spec = self.st.spec(task, strategy)
         budget = None
         if strategy == BUDGET_STRATEGY:
             budget = budget_samples(self.out, task, self.st)
-            args["n_samples"] = budget["n_samples"]
+            args["n_samples"] = spec["n_samples"] = budget["n_samples"]
             print(f"{task}: sc uses n_samples={budget['n_samples']} ({budget['source']})",
                   flush=True)
-        paths["trace"].unlink(missing_ok=True)  # a stale trace of an interrupted attempt
         lm = self.softreason
+        progress = start_attempt(paths, spec, f"{task} / {strategy}")
         lm.configure(**softreason_args(args), trace_path=str(paths["trace"]))  # zeroes stats
-        results, cell_wall = self._evaluate(lm, task, task)
-        counted = lm.get_model_info()["softreason_stats"]
-        stats = {k: v for k, v in counted.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        stats["fallback_reasons"] = counted["fallback_reasons"]
+        try:
+            results, cell_wall = self._evaluate(lm, task, task, use_cache=paths["cache"])
+        finally:
+            close_cache(lm)
+        counted = lm.get_model_info()["softreason_stats"]  # this attempt's questions only
+        progress["attempts"][-1]["wall_time_s"] = counted["wall_time_s"]
+        stats = trace_stats(read_trace(paths["trace"]),
+                            sum(a["wall_time_s"] for a in progress["attempts"]))
+        untraced = counted["fallback_reasons"].get(UNTRACED_FALLBACK, 0)
+        if untraced:
+            stats["fallbacks"] += untraced
+            stats["fallback_reasons"][UNTRACED_FALLBACK] = untraced
 
-        questions = stats.get("questions") or 0
+        questions = stats["questions"]
         cell = self._cell(task, strategy, results, cell_wall)
+        cell["attempts"] = len(progress["attempts"])
         cell["label"] = (f"{strategy} (N={args['n_samples']})" if budget else strategy)
         cell.update(per_question(stats, questions))
         cell["stats"] = stats
@@ -497,11 +533,18 @@ class Runner:
         if budget:
             cell["budget"] = budget
         self._write(paths, cell, results, task)
+        # Finished: a rerun after deleting the cell file starts clean.
+        remove_cache(paths["cache"])
+        paths["progress"].unlink()
         return cell
 
     def _run_hf_sc(self) -> dict[str, Any]:
         """lm-eval's gsm8k_cot_self_consistency (our offline copy: same prompt, filters and
-        metrics) with a plain HFLM (``--model hf``)."""
+        metrics) with a plain HFLM (``--model hf``).
+
+        An interrupted hf_sc cell starts over: HFLM does not stream answers to a cache (and
+        lm-eval never caches this task's sampled requests), so there is nothing to resume from.
+        """
         task_name, strategy = HF_SC_TASK, HF_SC_STRATEGY
         paths = cell_paths(self.out, task_name, strategy)
         base = self.base
@@ -575,7 +618,7 @@ class Runner:
             "files": {"samples": f"cells/{cell_stem(task, strategy)}.samples.jsonl",
                       "trace": (None if strategy == HF_SC_STRATEGY
                                 else f"cells/{cell_stem(task, strategy)}.trace.jsonl")},
-            "lm_eval_config": _jsonable(_config_without_model_path(results.get("config", {}))),
+            "lm_eval_config": _jsonable(_config_without_paths(results.get("config", {}))),
         }
 
     def _write(self, paths: dict[str, Path], cell: dict, results: dict, task: str) -> None:
@@ -606,6 +649,70 @@ def _timed_hflm() -> type:
                 self.generate_time_s += time.perf_counter() - started
 
     return TimedHFLM
+
+
+def start_attempt(paths: dict[str, Path], spec: dict[str, Any], name: str
+                  ) -> dict[str, Any]:
+    """Resume the cell if its progress file holds this ``spec`` (and its trace is there),
+    else delete whatever an earlier attempt left and start clean; record this attempt.
+
+    Wall time counts every attempt: a completed one its generate time (the model's
+    ``wall_time_s``); a killed one, which had no chance to say, the time from its start
+    to its last trace line (the trace file's mtime), 0 if it wrote none. The killed
+    attempt's share is computed here, when the next one starts, before the trace is
+    reopened (reopening can cut a partial last line, which moves the mtime).
+    """
+    progress = read_progress(paths["progress"])
+    if progress is not None and not check_spec(progress, spec) and paths["trace"].exists():
+        killed = progress["attempts"][-1]
+        killed["wall_time_s"] = max(0.0, paths["trace"].stat().st_mtime - killed["started"])
+        print(f"resume {name}: {len(read_trace(paths['trace']))} questions already done "
+              f"(attempt {len(progress['attempts']) + 1})", flush=True)
+    else:
+        for key in ("trace", "progress"):
+            paths[key].unlink(missing_ok=True)
+        remove_cache(paths["cache"])
+        progress = {"spec": spec, "attempts": []}
+    progress["attempts"].append({"started": time.time(), "wall_time_s": None})
+    write_atomic(paths["progress"], json.dumps(progress, indent=1, default=str) + "\n")
+    return progress
+
+
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """An unfinished cell's progress file, or None if there is none (or it is unreadable)."""
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return progress if isinstance(progress, dict) and progress.get("attempts") else None
+
+
+def trace_stats(records: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
+    """A cell's totals from its trace records, which hold every question once whichever
+    attempt decoded it (the model's own stats count only the current attempt's questions),
+    and the wall time of all its attempts."""
+    reasons = Counter(r["fallback"].split(":")[0] for r in records if r["fallback"] is not None)
+    return {
+        "questions": len(records),
+        "fallbacks": sum(reasons.values()),
+        "rounds": sum(r["rounds"] for r in records),
+        "candidates": sum(len(r["candidates"]) for r in records),
+        "tokens_generated": sum(r["tokens_generated"] for r in records),
+        "tokens_prefilled": sum(r["tokens_prefilled"] for r in records),
+        "verifier_tokens": sum(r["verifier_tokens"] for r in records),
+        "wall_time_s": wall_time_s,
+        "fallback_reasons": dict(reasons),
+    }
+
+
+def close_cache(lm: Any) -> None:
+    """Close the cell's cache database and unhook it from the shared model, which the next
+    cell hooks to its own."""
+    from lm_eval.api.model import CacheHook
+
+    if lm.cache_hook.dbdict is not None:
+        lm.cache_hook.dbdict.close()
+    lm.set_cache_hook(CacheHook(None))
 
 
 def per_question(stats: dict[str, Any], questions: int) -> dict[str, float | None]:
@@ -658,13 +765,15 @@ def _sample_responses(sample: dict) -> list[str]:
     return out
 
 
-def _config_without_model_path(config: dict) -> dict:
+def _config_without_paths(config: dict) -> dict:
     """lm-eval's config section with the absolute model path it records cut to the folder
-    name."""
+    name and the cache prefix made relative to the results folder."""
     config = dict(config)
     for key in ("model", "pretrained"):
         if isinstance(config.get(key), str) and os.path.isabs(config[key]):
             config[key] = Path(config[key]).name
+    if isinstance(config.get("use_cache"), str):
+        config["use_cache"] = f"cells/{Path(config['use_cache']).name}"
     return config
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from lm_eval_softreason import compare
 from lm_eval_softreason.cli import main as cli_main
+from lm_eval_softreason.trace import read_trace
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
@@ -342,3 +343,136 @@ def test_figure_one_colour_per_strategy_stderr_bars_and_a_legend_per_panel():
     assert list(line.get_xdata()) == [40.0, 80.0]
     assert to_hex(line.get_color()) == colour["sc"]  # the maj@k curve wears sc's colour
     plt.close(fig)
+
+
+# --- resuming inside a cell --------------------------------------------------------------------
+
+CELL_ARGS = {"max_rounds": 1, "n_init": 2, "batch": 2, "verifier_max_tokens": 8}
+
+
+class Interrupted(Exception):
+    """Stands in for a kill in the middle of a cell."""
+
+
+def _cell_settings(model: str, **kw):
+    return _settings(**{"model": model, "limits": {"svamp": 3}, "extra_model_args": CELL_ARGS,
+                        "gen_kwargs": {"max_gen_toks": 8}, **kw})
+
+
+def _interrupt(monkeypatch, st, out: Path, strategy: str, cached: int) -> None:
+    """Run a cell that dies when its question ``cached + 1`` finishes: traced, not yet cached
+    (the worst moment for a resume)."""
+    from lm_eval_softreason.lm import SoftReasonMixin
+
+    real, streamed = SoftReasonMixin._stream_to_cache, []
+
+    def stream_then_die(self, u, answer):
+        if len(streamed) == cached:
+            raise Interrupted
+        streamed.append(answer)
+        real(self, u, answer)
+
+    with monkeypatch.context() as m:
+        m.setattr(SoftReasonMixin, "_stream_to_cache", stream_then_die)
+        with pytest.raises(Interrupted):
+            compare.Runner(st, out).run_cell("svamp", strategy)
+    paths = compare.cell_paths(out, "svamp", strategy)
+    assert not paths["cell"].exists() and paths["progress"].is_file()
+    assert len(read_trace(paths["trace"])) == cached + 1
+
+
+def _cell_files(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "cells").iterdir())
+
+
+def _decoded(runner) -> dict:
+    """The model's own stats: the questions this Runner (process) decoded."""
+    return runner.softreason.get_model_info()["softreason_stats"]
+
+
+def _without_wall(records: list[dict]) -> list[dict]:
+    return sorted(({k: v for k, v in r.items() if k != "wall_time_s"} for r in records),
+                  key=lambda r: r["question"])
+
+
+@pytest.mark.slow
+def test_an_interrupted_cell_resumes_where_it_stopped(tiny_model_dir, svamp_dir, tmp_path,
+                                                      monkeypatch, capsys):
+    st = _cell_settings(tiny_model_dir)
+    ref_out, out = tmp_path / "uninterrupted", tmp_path / "out"
+    ref_runner = compare.Runner(st, ref_out)
+    ref = ref_runner.run_cell("svamp", "softreason")
+    # A fresh cell's totals, taken from its trace, are the model's own.
+    counted = _decoded(ref_runner)
+    assert ref["stats"] == {k: counted[k] for k in ref["stats"]}
+    assert ref["questions"] == ref["n"] == 3 and ref["attempts"] == 1
+    assert ref["verifier_tokens_per_q"] > 0 and ref["stats"]["rounds"] > 0
+
+    _interrupt(monkeypatch, st, out, "softreason", cached=1)
+    capsys.readouterr()
+    runner = compare.Runner(st, out)
+    cell = runner.run_cell("svamp", "softreason")
+    assert "resume svamp / softreason: 2 questions already done (attempt 2)" in \
+        capsys.readouterr().out
+    # Question 1 came from the cache; 2 (traced, not cached) and 3 were decoded.
+    assert _decoded(runner)["questions"] == 2
+    assert cell["questions"] == cell["n"] == 3 and cell["attempts"] == 2
+    for key in ("accuracy_strict", "accuracy_flexible", "tokens_generated_per_q",
+                "verifier_tokens_per_q", "tokens_prefilled_per_q", "fallbacks"):
+        assert cell[key] == ref[key], key
+    assert {k: v for k, v in cell["stats"].items() if k != "wall_time_s"} == \
+        {k: v for k, v in ref["stats"].items() if k != "wall_time_s"}
+    # The killed attempt's time (start to its last trace line) is counted too.
+    assert cell["stats"]["wall_time_s"] > _decoded(runner)["wall_time_s"] > 0
+    assert cell["wall_time_per_q_s"] == cell["stats"]["wall_time_s"] / 3
+    stem = "svamp__softreason"
+    for suffix in (".samples.jsonl", ".trace.jsonl"):
+        assert (out / "cells" / f"{stem}{suffix}").is_file()
+    assert (out / "cells" / f"{stem}.samples.jsonl").read_text() == \
+        (ref_out / "cells" / f"{stem}.samples.jsonl").read_text()
+    assert _without_wall(read_trace(out / "cells" / f"{stem}.trace.jsonl")) == \
+        _without_wall(read_trace(ref_out / "cells" / f"{stem}.trace.jsonl"))
+    # Finished: no cache, no progress file, in either folder.
+    files = [f"{stem}.json", f"{stem}.samples.jsonl", f"{stem}.trace.jsonl"]
+    assert _cell_files(out) == _cell_files(ref_out) == files
+
+
+@pytest.mark.slow
+def test_a_changed_spec_discards_an_interrupted_cell(tiny_model_dir, svamp_dir, tmp_path,
+                                                     monkeypatch, capsys):
+    out = tmp_path / "out"
+    _interrupt(monkeypatch, _cell_settings(tiny_model_dir), out, "greedy", cached=1)
+    capsys.readouterr()
+    runner = compare.Runner(_cell_settings(tiny_model_dir, seed=99), out)
+    cell = runner.run_cell("svamp", "greedy")
+    assert "resume" not in capsys.readouterr().out
+    assert _decoded(runner)["questions"] == 3  # nothing served from the stale cache
+    assert cell["questions"] == cell["n"] == 3 and cell["attempts"] == 1
+    records = read_trace(out / "cells" / "svamp__greedy.trace.jsonl")
+    assert {r["config"] for r in records} == {runner.softreason.sr_config.fingerprint()}
+    assert len(records) == 3
+    assert _cell_files(out) == [f"svamp__greedy{s}" for s in
+                                (".json", ".samples.jsonl", ".trace.jsonl")]
+
+
+def test_a_question_that_cannot_run_is_counted_without_a_trace_record(
+        tiny_model_dir, svamp_dir, tmp_path, monkeypatch):
+    from lm_eval_softreason.engines.hf import HFEngine
+
+    real = HFEngine.prefill_many
+
+    def refuse_doc_1(self, prompts, prefix=None):
+        if any("Tom has 4 apples" in self.tokenizer.decode(ids) for ids in prompts):
+            raise RuntimeError("out of memory")
+        return real(self, prompts, prefix)
+
+    monkeypatch.setattr(HFEngine, "prefill_many", refuse_doc_1)
+    runner = compare.Runner(_cell_settings(tiny_model_dir, limits={"svamp": 2}), tmp_path)
+    cell = runner.run_cell("svamp", "greedy")
+    assert len(read_trace(tmp_path / "cells" / "svamp__greedy.trace.jsonl")) == 1
+    counted = _decoded(runner)
+    assert cell["stats"] == {k: counted[k] for k in cell["stats"]}
+    assert cell["fallbacks"] == 1 and cell["questions"] == 1 and cell["n"] == 2
+    assert cell["stats"]["fallback_reasons"] == {compare.UNTRACED_FALLBACK: 1}
+    assert not list((tmp_path / "cells").glob("*.cache*"))
+    assert not list((tmp_path / "cells").glob("*.progress.json"))
