@@ -17,8 +17,10 @@ OUT="${OUT:-results/tuning}"
 [ -f "$MODEL_DIR/config.json" ] || PATH="$BIN:$PATH" ../shared/assets/get-model qwen0.5b "$MODEL_DIR"
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
-# One budget for every softreason cell: 4 initial candidates and one BO round of 4.
-BUDGET="enforce_eager=True,n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
+# One budget for every softreason cell: 4 initial candidates and one BO round of 4. vLLM runs
+# compiled (no enforce_eager): ~1.5 min more start, 1.5x the softreason questions per hour
+# (docs/performance.md, "compiled vs eager").
+BUDGET="n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
 
 svamp() {  # svamp FOLDER compare-args...: SVAMP tuning problems 500-599
     local folder=$1
@@ -50,8 +52,7 @@ stage_sc_temperature() {  # self-consistency gets the same care: the paper's gri
     n=$("$BIN/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['budget']['n_samples'])" \
         "$OUT/svamp-base/cells/svamp__sc.json")
     for t in 0.4 0.6 0.8; do
-        svamp "sc-t$t" --strategies sc --sc-n "$n" --sc-temperature "$t" \
-            --extra-model-args enforce_eager=True
+        svamp "sc-t$t" --strategies sc --sc-n "$n" --sc-temperature "$t"
     done
 }
 

@@ -799,27 +799,33 @@ def sort_cells(cells: list[dict[str, Any]], tasks: list[str] | None = None
     return sorted(cells, key=key)
 
 
-# task -> (label of its self-consistency cell, maj@k for k = 1..N from that cell's samples)
-Curves = dict[str, tuple[str, list[Any]]]
+Curves = dict[str, tuple[str, str, list[Any]]]  # task -> (strategy, label, maj@k points)
 
 
 def maj_curves(out: Path, cells: list[dict[str, Any]]) -> Curves:
-    """Self-consistency's maj@k curve per task (``curves.cell_curve``), for the sc cells whose
-    trace and samples the folder holds (committed results folders keep only cell files)."""
-    from lm_eval_softreason.curves import cell_curve
+    """Self-consistency's maj@k curve per task, for the sc cells whose trace and samples the
+    folder holds (``curves.cell_curve``) and the hf_sc cell whose samples it holds
+    (``curves.hf_sc_curve``); committed results folders keep only cell files."""
+    from lm_eval_softreason.curves import cell_curve, hf_sc_curve
+    from lm_eval_softreason.rescore import read_jsonl
 
     found: Curves = {}
     for c in cells:
-        paths = cell_paths(out, c["task"], c["strategy"])
-        if c["strategy"] == "sc" and paths["trace"].exists() and paths["samples"].exists():
-            found[c["task"]] = (c.get("label", c["strategy"]),
-                                cell_curve(out, c["task"], c["strategy"]))
+        task, strategy = c["task"], c["strategy"]
+        paths = cell_paths(out, task, strategy)
+        label = c.get("label", strategy)
+        if strategy == "sc" and paths["trace"].exists() and paths["samples"].exists():
+            found[task] = (strategy, label, cell_curve(out, task, strategy))
+        elif strategy == HF_SC_STRATEGY and paths["samples"].exists() and c.get("repeats"):
+            per_response = c["tokens_generated_per_q"] / c["repeats"]
+            found[task] = (strategy, label,
+                           hf_sc_curve(task, read_jsonl(paths["samples"]), per_response))
     return found
 
 
 def cells_table(cells: list[dict[str, Any]], curves: Curves | None = None) -> str:
-    """The results table (``table.md``): one row per cell (an sc cell followed by its maj@k
-    rows: flexible accuracy ± stderr at the expected tokens of k samples), then a warning per
+    """The results table (``table.md``): one row per cell (an sc or hf_sc cell followed by its
+    maj@k rows: accuracy ± stderr at the expected tokens of k samples), then a warning per
     cell with fallbacks."""
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f}"
@@ -834,10 +840,11 @@ def cells_table(cells: list[dict[str, Any]], curves: Curves | None = None) -> st
                      pct(c.get("accuracy_flexible")), num(c.get("tokens_generated_per_q"), 1),
                      num(c.get("tokens_prefilled_per_q"), 1), num(c.get("wall_time_per_q_s"), 2),
                      n])
-        if c["strategy"] == "sc" and c["task"] in (curves or {}):
-            rows.extend([c["task"], f"sc maj@{p.k}", "–",
+        strategy, _, points = (curves or {}).get(c["task"], (None, None, []))
+        if c["strategy"] == strategy:
+            rows.extend([c["task"], f"{strategy} maj@{p.k}", "–",
                          f"{pct(p.accuracy)} ± {pct(p.stderr)}", num(p.tokens, 1), "–", "–", n]
-                        for p in curves[c["task"]][1])
+                        for p in points)
     table = render_table(COLUMNS, rows, numeric=range(2, len(COLUMNS)), align=False)
     return "\n".join([table, *fallback_notes(cells)]) + "\n"
 
@@ -886,7 +893,7 @@ def figure(cells: list[dict[str, Any]], curves: Curves | None = None) -> Any:
     """Accuracy (flexible; strict where a task has none) vs generated tokens/question.
 
     One panel per task; each strategy a point with ±1 stderr bars, in its own colour in every
-    panel; self-consistency's maj@k curve with its stderr band (in sc's colour) where
+    panel; self-consistency's maj@k curve with its stderr band (in its cell's colour) where
     ``curves`` has one. Names go in each panel's legend, so they never overlap.
     """
     import matplotlib.pyplot as plt
@@ -914,8 +921,8 @@ def figure(cells: list[dict[str, Any]], curves: Curves | None = None) -> Any:
             xs.append(c["tokens_generated_per_q"])
             ys += [y - se, y + se]
         if task in (curves or {}):
-            label, curve = curves[task]
-            draw_curve(ax, curve, colors.get("sc", "0.5"), f"{label} maj@k")
+            strategy, label, curve = curves[task]
+            draw_curve(ax, curve, colors.get(strategy, "0.5"), f"{label} maj@k")
             xs += [p.tokens for p in curve]
             ys += [100 * (p.accuracy + d * p.stderr) for p in curve for d in (-1, 1)]
         positive = [x for x in xs if x > 0]

@@ -145,6 +145,42 @@ def cell_curve(out: Path, task: str, strategy: str) -> list[CurvePoint]:
     return curve_from_run(trace, samples, candidate_scores(task, samples, trace))
 
 
+def hf_sc_curve(task_name: str, samples: Sequence[dict[str, Any]], tokens_per_response: float,
+                filter_name: str = "score-first", metric: str = "exact_match", task: Any = None,
+                max_subsets: int = 200, seed: int = 0) -> list[CurvePoint]:
+    """maj@k of lm-eval's own self-consistency task run with ``repeats`` N (compare's hf_sc
+    cell), from its logged samples: each of a question's N responses is read with the task's
+    one-answer filter (``score-first``: its regex, first match) and scored with the task's
+    ``metric``; the votes count those extracted answers, ``[invalid]`` included, as the task's
+    own ``majority_vote`` filter does, so k = N scores what its ``maj@N`` scored (up to
+    number normalisation). Responses' token counts are not logged: tokens at k are k x
+    ``tokens_per_response``, the cell's mean."""
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_softreason.rescore import filter_ensembles, load_task, request_args
+
+    task = task if task is not None else load_task(task_name)
+    ensemble = next((e for e in filter_ensembles(task) if e.name == filter_name), None)
+    if ensemble is None:
+        raise ValueError(f"{task_name} has no filter {filter_name!r}")
+    questions = []
+    for row in samples:
+        if row["filter"] != filter_name:
+            continue
+        context, gen_kwargs = request_args(row)
+        answers, right = [], []
+        for text in row["resps"][0]:
+            inst = Instance("generate_until", row["doc"], (context, gen_kwargs), idx=0,
+                            metadata=(task_name, row["doc_id"], 1))
+            inst.resps = [text]
+            ensemble.apply([inst])
+            answer = inst.filtered_resps[filter_name]
+            answers.append(answer)
+            right.append(float(task.process_results(row["doc"], [answer])[metric]))
+        questions.append((answers, [tokens_per_response] * len(answers), right))
+    return maj_at_k(questions, max_subsets, seed)
+
+
 def draw_curve(ax: Any, points: Sequence[CurvePoint], color: Any, label: str) -> None:
     """The curve on a matplotlib axis in percent against tokens per question: a line with a
     marker per k, a ±1 stderr band, and k written at each point."""

@@ -226,7 +226,14 @@ def test_baseline_hf_sc_cell(tiny_model_dir, svamp_dir, tmp_path, capsys):
     assert cell["accuracy_strict"] == cell["metrics"]["exact_match,maj@2"]
     assert cell["accuracy_flexible"] is None
     assert cell["n"] == 1 and 0 < cell["tokens_generated_per_q"] and cell["wall_time_per_q_s"] > 0
-    assert "| gsm8k_cot_self_consistency_offline | hf_sc (N=2) |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| gsm8k_cot_self_consistency_offline | hf_sc (N=2) |" in printed
+    # its maj@k curve, from the logged samples: k = N reproduces the task's own maj@N
+    (strategy, label, points), = compare.maj_curves(out, [cell]).values()
+    assert (strategy, label, [p.k for p in points]) == ("hf_sc", "hf_sc (N=2)", [1, 2])
+    assert points[-1].accuracy == cell["metrics"]["exact_match,maj@2"]
+    assert points[-1].tokens == pytest.approx(cell["tokens_generated_per_q"])
+    assert "| gsm8k_cot_self_consistency_offline | hf_sc maj@2 |" in printed
 
 
 def test_table_warns_about_cells_with_fallbacks():
@@ -283,7 +290,7 @@ def test_sc_cells_get_their_maj_at_k_rows_and_curve(tmp_path):
           "tokens_prefilled_per_q": 10.0, "wall_time_per_q_s": 1.0}
     greedy = {**sc, "strategy": "greedy", "label": "greedy", "tokens_generated_per_q": 20.0}
     points = [CurvePoint(1, 0.25, 0.25, 20.0), CurvePoint(2, 0.5, 0.2887, 40.0)]
-    table = compare.cells_table([greedy, sc], {"svamp": ("sc (N=2)", points)})
+    table = compare.cells_table([greedy, sc], {"svamp": ("sc", "sc (N=2)", points)})
     assert table.splitlines()[2:] == [
         "| svamp | greedy | 10.0 | 50.0 | 20.0 | 10.0 | 1.00 | 4 |",
         "| svamp | sc (N=2) | 10.0 | 50.0 | 40.0 | 10.0 | 1.00 | 4 |",
@@ -292,7 +299,7 @@ def test_sc_cells_get_their_maj_at_k_rows_and_curve(tmp_path):
     ]
     assert compare.cells_table([greedy, sc]) == compare.cells_table([greedy, sc], {})
     pytest.importorskip("matplotlib")
-    assert compare.plot([greedy, sc], tmp_path / "p.png", {"svamp": ("sc (N=2)", points)})
+    assert compare.plot([greedy, sc], tmp_path / "p.png", {"svamp": ("sc", "sc (N=2)", points)})
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
@@ -314,7 +321,7 @@ def test_figure_one_colour_per_strategy_stderr_bars_and_a_legend_per_panel():
              cell("svamp", "softreason", 0.55, 0.02, 90.0),
              cell("gsm8k", "softreason", 0.3, 0.04, 300.0), cell("gsm8k", "greedy", 0.2, 0.0, 100.0)]
     curve = [CurvePoint(1, 0.4, 0.1, 40.0), CurvePoint(2, 0.6, 0.05, 80.0)]
-    fig = compare.figure(cells, {"svamp": ("sc (svamp)", curve)})
+    fig = compare.figure(cells, {"svamp": ("sc", "sc (svamp)", curve)})
     svamp, gsm8k = fig.axes
     assert [ax.get_title() for ax in fig.axes] == ["svamp", "gsm8k"]
     legend = [t.get_text() for t in svamp.get_legend().get_texts()]

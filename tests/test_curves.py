@@ -125,3 +125,32 @@ def test_draw_curve_puts_every_k_with_its_stderr_band_on_the_axis():
     assert (min(ys), max(ys)) == pytest.approx((100 / 3, 100))
     assert [t.get_text() for t in ax.texts] == ["1", "2", "3"]
     plt.close(fig)
+
+
+def test_hf_sc_curve_reads_each_response_with_the_tasks_filter(tmp_path, monkeypatch):
+    """lm-eval's own self-consistency task: every response is read with its 'score-first'
+    regex ('[invalid]' where it finds nothing, which votes, as in the task's majority_vote);
+    ties go to the response sampled first; k = N is the task's maj@N."""
+    import json
+
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    rows = [{"question": "Two?", "answer": "1 + 1 = 2\n#### 5"},
+            {"question": "Nine?", "answer": "#### 9"}]
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("SOFTREASON_DATA_DIR", str(tmp_path))
+    name = "gsm8k_cot_self_consistency_offline"
+    responses = [["The answer is 5.", "The answer is 4.", "I do not know."],  # gold 5
+                 ["The answer is 9.", "The answer is 8.", "The answer is 8."]]  # gold 9
+    samples = [{"doc_id": i, "doc": rows[i], "filter": f, "resps": [resp],
+                "arguments": {"gen_args_0": {"arg_0": f"Q: {rows[i]['question']}\nA:",
+                                             "arg_1": {"until": ["Q:"]}}}}
+               for i, resp in enumerate(responses) for f in ("score-first", "maj@64", "maj@8")]
+    points = curves.hf_sc_curve(name, samples, tokens_per_response=10.0)
+    # question 1: right [1, 0, 0]; k=2: {5,4}->5, {5,inv}->5, {4,inv}->4; k=3: all differ -> 5
+    # question 2: right [1, 0, 0]; k=2: {9,8}->9, {9,8}->9, {8,8}->8; k=3: 8 wins the vote
+    assert [p.accuracy for p in points] == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert [p.tokens for p in points] == [10.0, 20.0, 30.0]
+    with pytest.raises(ValueError, match="has no filter 'nope'"):
+        curves.hf_sc_curve(name, samples, 10.0, filter_name="nope")
