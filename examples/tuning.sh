@@ -30,6 +30,14 @@ svamp() {  # svamp FOLDER compare-args...: SVAMP tuning problems 500-599
         --out "$OUT/svamp-$folder" "$@"
 }
 
+gsm8k() {  # gsm8k FOLDER compare-args...: the first 100 GSM8K train problems, 512-token cap
+    local folder=$1
+    shift
+    "$BIN/lm-eval-softreason" compare --model "$MODEL_DIR" --engine vllm --dtype float32 \
+        --batch-size auto --tasks gsm8k_cot_zeroshot_train_offline --limit 100 \
+        --gen-kwargs max_gen_toks=512 --apply-chat-template --out "$OUT/gsm8k-$folder" "$@"
+}
+
 stage_base() {  # greedy, the paper's softreason and budget-matched self-consistency (T=0.7)
     svamp base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
 }
@@ -56,7 +64,11 @@ stage_sc_temperature() {  # self-consistency gets the same care: the paper's gri
     done
 }
 
-ALL="base sigma verifier reference sc_temperature"
+stage_gsm8k() {  # base's three cells on GSM8K train; every strategy gets the 512-token cap
+    gsm8k base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
+}
+
+ALL="base sigma verifier reference sc_temperature gsm8k"
 for stage in ${@:-$ALL}; do
     if ! declare -F "stage_$stage" >/dev/null; then
         echo "tuning.sh: unknown stage '$stage'; stages: $ALL" >&2
