@@ -250,12 +250,19 @@ def _umask() -> int:
     return mask
 
 
-def read_cell(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None if it is missing, unreadable or not an object (a file an
+    interrupted run may have left half-written or never written)."""
     try:
-        cell = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    return cell if isinstance(cell, dict) and cell.get("schema") == CELL_SCHEMA else None
+    return value if isinstance(value, dict) else None
+
+
+def read_cell(path: Path) -> dict[str, Any] | None:
+    cell = read_json_object(path)
+    return cell if cell is not None and cell.get("schema") == CELL_SCHEMA else None
 
 
 def load_cells(out: Path) -> list[dict[str, Any]]:
@@ -680,11 +687,8 @@ def start_attempt(paths: dict[str, Path], spec: dict[str, Any], name: str
 
 def read_progress(path: Path) -> dict[str, Any] | None:
     """An unfinished cell's progress file, or None if there is none (or it is unreadable)."""
-    try:
-        progress = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return progress if isinstance(progress, dict) and progress.get("attempts") else None
+    progress = read_json_object(path)
+    return progress if progress is not None and progress.get("attempts") else None
 
 
 def trace_stats(records: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:

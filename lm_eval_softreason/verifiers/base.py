@@ -1,9 +1,9 @@
 """What every same-model verifier shares: prompts in the task's chat format, a shared
 instruction prefix prefilled once per run, and one engine call per round for all prompts.
 
-A design (``generate.py``, ``judge.py``) says only which prompts a round's candidates become
-(:meth:`ModelVerifier.messages`) and how the verifier's texts become rewards
-(:meth:`ModelVerifier.conclude`).
+A design (``generate.py``, ``judge.py``) says only whether the verifier reads a round's
+candidates together or one per prompt (``per_candidate``), what it is asked
+(``instructions``), and how its texts become rewards (:meth:`ModelVerifier.conclude`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class ModelVerifier(ABC):
     :class:`~lm_eval_softreason.objectives.BatchVerifier`."""
 
     instructions: str  # the shared prefix of every prompt of this design
+    per_candidate: bool  # one prompt per candidate, else one per question and round
 
     def __init__(
         self,
@@ -87,10 +88,16 @@ class ModelVerifier(ABC):
         self.chat = ChatFormat(self.tokenizer)
         self._prefix_state: dict[bool, PromptState] = {}
 
-    @abstractmethod
     def messages(self, question: str, request: VerifyRequest) -> list[str]:
         """The question-specific part of each prompt this request needs (``question`` is
         the task prompt without its chat template)."""
+        if self.per_candidate:
+            return [f"Problem:\n{question}\n\nSolution:\n{solution_text(text)}\n"
+                    for text in request.candidates]
+        parts = [f"Problem:\n{question}\n"]
+        parts += [f"Solution {i}:\n{solution_text(text)}\n"
+                  for i, text in enumerate(request.candidates, 1)]
+        return ["\n".join(parts)]
 
     @abstractmethod
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lm_eval_softreason.answers import answers_match
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
-from lm_eval_softreason.verifiers.base import ModelVerifier, solution_text
+from lm_eval_softreason.verifiers.base import ModelVerifier
 
 
 class MultiGenerate(ModelVerifier):
@@ -17,12 +17,7 @@ class MultiGenerate(ModelVerifier):
         "solutions, reason step by step about which answer is correct (the candidates may all "
         "be wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n"
     )
-
-    def messages(self, question: str, request: VerifyRequest) -> list[str]:
-        parts = [f"Problem:\n{question}\n"]
-        parts += [f"Solution {i}:\n{solution_text(text)}\n"
-                  for i, text in enumerate(request.candidates, 1)]
-        return ["\n".join(parts)]
+    per_candidate = False
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         (analysis,) = analyses
@@ -42,10 +37,7 @@ class SingleGenerate(ModelVerifier):
         "candidate may be wrong), then end with a final line of the form "
         "'Answer: <final answer>'.\n\n"
     )
-
-    def messages(self, question: str, request: VerifyRequest) -> list[str]:
-        return [f"Problem:\n{question}\n\nSolution:\n{solution_text(text)}\n"
-                for text in request.candidates]
+    per_candidate = True
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         answers = [self.parse_answer(a, request.task_name) for a in analyses]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from lm_eval_softreason.objectives import VerifyRequest, VerifyResult
-from lm_eval_softreason.verifiers.base import ModelVerifier, solution_text
+from lm_eval_softreason.verifiers.base import ModelVerifier
 
 UNCLEAR = 0.5
 _VERDICT = r"\**\s*[:：\-]?\s*\**\s*(?:is\s+)?\**(not\s+correct|incorrect|wrong|correct|right)\b"
@@ -25,12 +25,7 @@ class MultiJudge(ModelVerifier):
         "solutions, reason step by step about each one, then end with one line per solution "
         "of the form 'Solution <number>: correct' or 'Solution <number>: incorrect'.\n\n"
     )
-
-    def messages(self, question: str, request: VerifyRequest) -> list[str]:
-        parts = [f"Problem:\n{question}\n"]
-        parts += [f"Solution {i}:\n{solution_text(text)}\n"
-                  for i, text in enumerate(request.candidates, 1)]
-        return ["\n".join(parts)]
+    per_candidate = False
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         (analysis,) = analyses
@@ -50,10 +45,7 @@ class SingleJudge(ModelVerifier):
         "then end with a final line of the form 'Verdict: correct' or 'Verdict: incorrect'."
         "\n\n"
     )
-
-    def messages(self, question: str, request: VerifyRequest) -> list[str]:
-        return [f"Problem:\n{question}\n\nSolution:\n{solution_text(text)}\n"
-                for text in request.candidates]
+    per_candidate = True
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         rewards = []
