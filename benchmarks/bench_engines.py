@@ -12,16 +12,22 @@ virtualenv that has both engines (``.ci/setup-vllm.sh`` makes one):
 - self-consistency at matched generated tokens: ``mode=sample`` with as many samples as
   softreason decoded candidate-tokens' worth per question;
 - prefix-cache hit rate (vLLM: prompt tokens its cache served / prompt tokens sent);
-- peak resident memory of the process.
+- peak resident memory of the process;
+- per cell, where the wall goes (the runner's prefill / decode / verify / propose seconds) and
+  the prompt tokens the model really ran (vLLM: sent minus served from the prefix cache; HF:
+  the runner's own count): on a CPU, prefill is compute like decoding, so softreason's
+  verifier prompts cost wall that self-consistency never pays.
 
 Goals (issue "Soft Reasoning on vLLM"): softreason on vLLM >= 5x the HF engine's questions per
 hour; on vLLM, softreason wall <= 1.3x self-consistency's at matched generated tokens.
 
 ``vllm-compiled`` is the vLLM engine without ``enforce_eager`` (torch.compile: a slower start,
-maybe a faster decode); ``vllm`` is eager, as in the tests and examples.
+maybe a faster decode); ``vllm`` is eager, as in the tests and examples. A vLLM engine name may
+end in ``:BLOCK``, its KV block size (the prefix cache's unit; vLLM-CPU's default is 128 and
+its smallest 32), so ``--engines vllm-compiled,vllm-compiled:32`` compares block sizes.
 
     python benchmarks/bench_engines.py --model DIR [--questions 3] [--engines hf,vllm]
-        [--max-active 8|auto] [--block-size 32] [--json OUT]
+        [--max-active 8|auto] [--json OUT]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ ROWS, DECODE_TOKENS = 16, 64
 # A cheap search, identical on both engines: 4 + 4 candidates, one BO round.
 SEARCH = {"n_init": 4, "batch": 4, "max_rounds": 1, "verifier_max_tokens": 128}
 MAX_GEN = 96
+ENGINES = ("hf", "vllm", "vllm-compiled")
 GOAL_SPEEDUP, GOAL_SC_RATIO = 5.0, 1.3
 
 
@@ -48,17 +55,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--questions", type=int, default=3)
     p.add_argument("--engines", default="hf,vllm",
                    help="comma-separated, run in this order, of hf, vllm (eager) and "
-                        "vllm-compiled (default hf,vllm; the 5x goal needs both)")
+                        "vllm-compiled, a vLLM one optionally with :BLOCK (default hf,vllm; the "
+                        "5x goal needs both)")
     p.add_argument("--max-active", default="8",
                    help="questions in flight: an int or auto (default 8)")
-    p.add_argument("--block-size", type=int, default=None,
-                   help="vLLM KV block size, the prefix cache's unit (default: vLLM's; 128 on "
-                        "CPU, 32 is the smallest vLLM-CPU takes)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--json", help="write the measurements here")
     p.add_argument("--worker", nargs=4, metavar=("ENGINE", "QUESTIONS", "MAX_ACTIVE", "OUT"),
                    help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def parse_engine(spec: str) -> tuple[str, int | None]:
+    """``vllm-compiled:32`` -> ("vllm-compiled", 32); one clear error for anything else."""
+    name, _, block = spec.partition(":")
+    if name not in ENGINES or (block and (name == "hf" or not block.isdigit())):
+        raise SystemExit(f"--engines: {spec!r} is not one of {', '.join(ENGINES)}, a vLLM one "
+                         "optionally followed by :BLOCK (e.g. vllm-compiled:32)")
+    return name, int(block) if block else None
 
 
 def build(engine: str, model: str, dtype: str, max_active: str,  # type: ignore[no-untyped-def]
@@ -86,12 +100,12 @@ def requests(lm, n: int) -> list:  # type: ignore[no-untyped-def]
             for i, p in enumerate(prompts)]
 
 
-def worker(engine: str, model: str, dtype: str, n: int, max_active: str, out: str,
-           block_size: int | None = None) -> None:
+def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str) -> None:
     import torch
 
     from lm_eval_softreason.engines.base import DecodeRow
 
+    engine, block_size = parse_engine(spec)
     t0 = C.now()
     lm = build(engine, model, dtype, max_active, block_size)
     start_s = C.now() - t0
@@ -115,12 +129,18 @@ def worker(engine: str, model: str, dtype: str, n: int, max_active: str, out: st
             per_candidate = (sr["tokens_generated"] - sr["verifier_tokens"]) / sr["candidates"]
             extra = {"n_samples": max(1, round(sr["tokens_generated"] / n / per_candidate))}
         lm.configure(mode=mode, max_active=max_active, **SEARCH, **extra)
+        before = dict(getattr(lm.engine, "stats", {}))
         t0 = C.now()
         lm.generate_until(reqs, disable_tqdm=True)
         stats = lm.get_model_info()["softreason_stats"]
-        cells[mode] = {"wall_per_q_s": (C.now() - t0) / n, **extra,
+        after = getattr(lm.engine, "stats", None)
+        ran = (stats["tokens_prefilled"] if after is None else
+               (after["prompt_tokens"] - before["prompt_tokens"])
+               - (after["cached_tokens"] - before["cached_tokens"]))
+        cells[mode] = {"wall_per_q_s": (C.now() - t0) / n, **extra, "prompt_tokens_run": ran,
                        **{k: stats[k] for k in ("tokens_generated", "verifier_tokens", "candidates",
-                                             "fallbacks")}}
+                                             "fallbacks", "prefill_s", "decode_s", "verify_s",
+                                             "propose_s")}}
     cache = getattr(lm.engine, "stats", None)
     with open(out, "w") as fh:
         json.dump({"start_s": start_s, "decode_tok_s": decode_tok_s, "cells": cells,
@@ -136,19 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
     if args.worker:
         engine, n, max_active, out = args.worker
-        worker(engine, args.model, args.dtype, int(n), max_active, out, args.block_size)
+        worker(engine, args.model, args.dtype, int(n), max_active, out)
         return 0
     engines = args.engines.split(",")
-    unknown = sorted(set(engines) - {"hf", "vllm", "vllm-compiled"})
-    if unknown or not engines:
-        raise SystemExit(f"--engines {args.engines!r}: allowed are hf, vllm and vllm-compiled")
+    for spec in engines:
+        parse_engine(spec)
     got = {}
     for engine in engines:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, __file__, "--model", args.model, "--dtype", args.dtype,
                    "--worker", engine, str(args.questions), args.max_active, out.name]
-            if args.block_size is not None:
-                cmd += ["--block-size", str(args.block_size)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"{engine} cell failed:\n{done.stderr[-4000:]}")
@@ -169,13 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     print(C.md_table(["engine", "start s", "decode tok/s", "softreason s/q", "softreason tok/q",
                       "softreason q/h", "self-consistency s/q", "softreason / sc wall",
                       "prefix-cache hits", "peak RSS MiB"], rows))
+    print("\nWhere each cell's wall goes, per question:")
+    phases = []
+    for engine, g in got.items():
+        for mode, c in g["cells"].items():
+            phases.append([engine, mode, f"{c['wall_per_q_s']:.1f}",
+                           *(f"{c[f'{p}_s'] / n:.1f}" for p in ("prefill", "decode", "verify",
+                                                                "propose")),
+                           f"{c['tokens_generated'] / n:.0f}", f"{c['prompt_tokens_run'] / n:.0f}"])
+    print(C.md_table(["engine", "cell", "s/q", "prefill s", "decode s", "verify s", "propose s",
+                      "generated tok", "prompt tok run"], phases))
     if {"hf", "vllm"} <= got.keys():
         speedup = got["hf"]["cells"]["softreason"]["wall_per_q_s"] / \
             got["vllm"]["cells"]["softreason"]["wall_per_q_s"]
         print(f"\nsoftreason questions/hour, vLLM / HF: {speedup:.2f}x "
               f"(goal >= {GOAL_SPEEDUP:g}x: {'met' if speedup >= GOAL_SPEEDUP else 'NOT met'})")
-    for name in ("vllm", "vllm-compiled"):
-        if name not in got:
+    for name in got:
+        if name == "hf":
             continue
         sr, sc = got[name]["cells"]["softreason"], got[name]["cells"]["sample"]
         # per generated token: the N picked to match rounds, so the token counts differ a bit
@@ -195,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": C.machine_info(), "questions": n, "search": SEARCH,
-                       "max_active": args.max_active, "block_size": args.block_size,
-                       "max_gen_toks": MAX_GEN, "engines": got}, fh, indent=1)
+                       "max_active": args.max_active, "max_gen_toks": MAX_GEN, "engines": got},
+                      fh, indent=1)
     return 0
 
 

@@ -47,6 +47,9 @@ stage_sigma() {  # perturbation scale relative to the embedding table (sigma=1 a
             --extra-model-args "$BUDGET,sigma=$s,sigma_scale=embedding_std"
     done
 }
+stage_inject() {  # the model reads the perturbed vector in place of the first token, no text
+    svamp inject-replace --strategies softreason --extra-model-args "$BUDGET,inject=replace"
+}
 stage_verifier() {  # the paper's other three verifier designs (base's softreason is multi_generate)
     for v in single_generate multi_judge single_judge; do
         svamp "verifier-$v" --strategies softreason --extra-model-args "$BUDGET,verifier=$v"
@@ -54,6 +57,12 @@ stage_verifier() {  # the paper's other three verifier designs (base's softreaso
 }
 stage_reference() {  # the reference code's variant: inject=replace, mean-prob coherence, vote
     svamp reference --strategies softreason_reference --extra-model-args "$BUDGET"
+}
+stage_shape() {  # base's 8 candidates spent differently (later keys win): no BO, or 3 small rounds
+    svamp shape-init8 --strategies softreason \
+        --extra-model-args "$BUDGET,n_init=8,max_rounds=0"
+    svamp shape-2x4 --strategies softreason \
+        --extra-model-args "$BUDGET,n_init=2,batch=2,max_rounds=3"
 }
 stage_sc_temperature() {  # self-consistency gets the same care: the paper's grid, base's N
     local n
@@ -68,7 +77,7 @@ stage_gsm8k() {  # base's three cells on GSM8K train; every strategy gets the 51
     gsm8k base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
 }
 
-ALL="base sigma verifier reference sc_temperature gsm8k"
+ALL="base sigma inject verifier reference shape sc_temperature gsm8k"
 for stage in ${@:-$ALL}; do
     if ! declare -F "stage_$stage" >/dev/null; then
         echo "tuning.sh: unknown stage '$stage'; stages: $ALL" >&2

@@ -39,7 +39,7 @@ from lm_eval_softreason.objectives import (
     resolve_coherence,
     resolve_verifier_spec,
 )
-from lm_eval_softreason.runner import WindowedRunner
+from lm_eval_softreason.runner import PHASES, WindowedRunner
 from lm_eval_softreason.search import SoftReasonSearch
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.strategy import Greedy, QuestionContext, Strategy
@@ -116,7 +116,7 @@ class SoftReasonMixin:
         self._stats: dict[str, float] = {
             "questions": 0, "fallbacks": 0, "rounds": 0, "candidates": 0,
             "tokens_generated": 0, "tokens_prefilled": 0, "verifier_tokens": 0,
-            "wall_time_s": 0.0,
+            "wall_time_s": 0.0, **{f"{phase}_s": 0.0 for phase in PHASES},
         }
         self._fallback_reasons: dict[str, int] = {}
         self._warnings: list[str] = []
@@ -243,6 +243,8 @@ class SoftReasonMixin:
         )
         runner.run(uniques, self._start, finish, desc=f"softreason[{self.sr_config.mode}]")
         self._stats["wall_time_s"] += time.perf_counter() - started
+        for phase, seconds in runner.seconds.items():
+            self._stats[f"{phase}_s"] += seconds
         self._check_fallbacks(call)
         return out
 

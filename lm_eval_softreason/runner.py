@@ -9,6 +9,9 @@ batches stay full until the queue is empty and memory is bounded by the window, 
 
 A failure is contained to the question that caused it: that question is redone with plain
 greedy decoding in its own slot (the fallback), the others carry on.
+
+``seconds`` splits the wall time by phase (prefill, decode, verify, propose): the search's
+rounds are dependent steps, so where a round's time goes is what decides how to speed it up.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
-from typing import Callable, Generic, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
 
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TextFn = Callable[[list[int], Sequence[str]], str]
 Q = TypeVar("Q")
+PHASES = ("prefill", "decode", "verify", "propose")
 
 
 class WindowedRunner(Generic[Q]):
@@ -54,6 +59,15 @@ class WindowedRunner(Generic[Q]):
         self.max_active = max_active
         self.proposer = proposer or Proposer()
         self.disable_tqdm = disable_tqdm
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
 
     def run(
         self,
@@ -74,7 +88,9 @@ class WindowedRunner(Generic[Q]):
                 while queue and len(window) < self.max_active:
                     joining = [queue.popleft()
                                for _ in range(min(len(queue), self.max_active - len(window)))]
-                    for q, s in zip(joining, start(joining)):
+                    with self._timed("prefill"):
+                        started = start(joining)
+                    for q, s in zip(joining, started):
                         if s is None:
                             finish(q, None)
                             bar.update(1)
@@ -104,9 +120,12 @@ class WindowedRunner(Generic[Q]):
 
     def round(self, active: Sequence[Strategy]) -> None:
         """One round of every active question: decode, verify, propose."""
-        self._decode_round(active)
-        self._verify_round([s for s in active if not s.done])
-        self._propose_round([s for s in active if not s.done])
+        with self._timed("decode"):
+            self._decode_round(active)
+        with self._timed("verify"):
+            self._verify_round([s for s in active if not s.done])
+        with self._timed("propose"):
+            self._propose_round([s for s in active if not s.done])
 
     def _decode_round(self, active: Sequence[Strategy]) -> None:
         groups: dict[tuple, list[tuple[Strategy, list[DecodeRow]]]] = defaultdict(list)

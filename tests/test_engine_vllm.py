@@ -33,7 +33,7 @@ PROMPTS = QUESTIONS + [
 ]
 N = 24  # new tokens per row in most tests
 TOL = 1e-4  # fp32 log-prob agreement between engines
-BLOCK = 32  # KV block size: the smallest vLLM-CPU allows, so short prompts fill blocks
+BLOCK = 32  # KV block size: the engine's CPU default (the smallest vLLM-CPU allows)
 
 
 def build_vllm_tiny_model(path: str) -> str:
@@ -75,8 +75,7 @@ def model_dir(tmp_path_factory):
 def engine(model_dir):
     from lm_eval_softreason.engines.vllm import VLLMEngine
 
-    eng = VLLMEngine(model_dir, dtype="float32", enforce_eager=True, max_model_len=512,
-                     block_size=BLOCK, seed=0)
+    eng = VLLMEngine(model_dir, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
     yield eng
     eng.close()
 
@@ -361,6 +360,16 @@ def test_seeded_sampling_survives_prompts_beyond_one_steps_budget(engine):
         "enable_chunked_prefill": False, "max_model_len": 4096, "max_num_batched_tokens": 4096}
     assert whole_prompt_prefill_on_cpu(None, {"enable_chunked_prefill": True}) == {}
     assert engine.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+
+
+def test_cpu_default_block_size_is_the_smallest(engine):
+    """32-token KV blocks on CPU unless the caller picks: the prefix cache shares whole blocks,
+    and at vLLM-CPU's 128 a question prompt was recomputed for every candidate."""
+    from lm_eval_softreason.engines.vllm import small_blocks_on_cpu
+
+    assert small_blocks_on_cpu({}) == {"block_size": BLOCK}
+    assert small_blocks_on_cpu({"block_size": 128}) == {}
+    assert engine.llm.llm_engine.vllm_config.cache_config.block_size == BLOCK  # built without
 
 
 def independence_rows(engine, vstates):

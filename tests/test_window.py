@@ -80,6 +80,34 @@ def test_each_question_is_written_the_round_it_finishes(configure, tmp_path):
     assert seen_at_finish == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
 
+def test_phase_seconds_split_the_wall_time_by_phase(configure, monkeypatch):
+    """A fake clock that moves only inside decode calls: 1 s per candidate call, 1000 s per
+    verifier call. The phases must then read exactly those sums, and prefill and BO none."""
+    import time as time_module
+
+    lm = configure(max_active=3)
+    clock, calls = [0.0], {12: 0, 8: 0}
+    decode = lm.engine.decode
+
+    def ticking(rows, until, max_new):
+        calls[max_new] += 1
+        clock[0] += {12: 1.0, 8: 1000.0}[max_new]
+        return decode(rows, until, max_new)
+
+    monkeypatch.setattr(time_module, "perf_counter", lambda: clock[0])
+    lm.engine.decode = ticking
+    try:
+        lm.generate_until([request(p) for p in PROMPTS])
+    finally:
+        del lm.engine.decode
+    stats = lm.get_model_info()["softreason_stats"]
+    assert calls[12] > 0 and calls[8] > 0
+    assert stats["decode_s"] == calls[12]
+    assert stats["verify_s"] == 1000.0 * calls[8]
+    assert stats["prefill_s"] == stats["propose_s"] == 0.0
+    assert stats["wall_time_s"] == stats["decode_s"] + stats["verify_s"]
+
+
 def test_max_active_is_validated():
     with pytest.raises(ConfigError, match=r"max_active='many' is not an integer; allowed: "
                                           r"'auto' or an integer >= 1"):
