@@ -16,7 +16,9 @@ virtualenv that has both engines (``.ci/setup-vllm.sh`` makes one):
 - per cell, where the wall goes (the runner's prefill / decode / verify / propose seconds) and
   the prompt tokens the model really ran (vLLM: sent minus served from the prefix cache; HF:
   the runner's own count): on a CPU, prefill is compute like decoding, so softreason's
-  verifier prompts cost wall that self-consistency never pays.
+  verifier prompts cost wall that self-consistency never pays. The verify phase is split
+  further into reading the verifier prompts (the engine's ``prefill_many`` calls that continue
+  the verifier's shared prefix) and generating the verdicts (its ``decode`` calls).
 
 Goals (issue "Soft Reasoning on vLLM"): softreason on vLLM >= 5x the HF engine's questions per
 hour; on vLLM, softreason wall <= 1.3x self-consistency's at matched generated tokens.
@@ -122,6 +124,8 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
     decoded = lm.engine.decode(rows, [], DECODE_TOKENS)
     decode_tok_s = sum(r.n_tokens for r in decoded) / (C.now() - t0)
 
+    spent = {"verifier_read_s": 0.0, "verifier_generate_s": 0.0}
+    watch(lm.engine, spent)
     cells = {}
     for mode, extra in (("softreason", {}), ("sample", None)):
         if extra is None:  # self-consistency at softreason's generated tokens per question
@@ -130,6 +134,7 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
             extra = {"n_samples": max(1, round(sr["tokens_generated"] / n / per_candidate))}
         lm.configure(mode=mode, max_active=max_active, **SEARCH, **extra)
         before = dict(getattr(lm.engine, "stats", {}))
+        spent.update(dict.fromkeys(spent, 0.0))
         t0 = C.now()
         lm.generate_until(reqs, disable_tqdm=True)
         stats = lm.get_model_info()["softreason_stats"]
@@ -138,6 +143,7 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
                (after["prompt_tokens"] - before["prompt_tokens"])
                - (after["cached_tokens"] - before["cached_tokens"]))
         cells[mode] = {"wall_per_q_s": (C.now() - t0) / n, **extra, "prompt_tokens_run": ran,
+                       **spent,
                        **{k: stats[k] for k in ("tokens_generated", "verifier_tokens", "candidates",
                                              "fallbacks", "prefill_s", "decode_s", "verify_s",
                                              "propose_s")}}
@@ -147,6 +153,30 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
                    "prefix_cache_hit": (cache["cached_tokens"] / cache["prompt_tokens"]
                                         if cache and cache["prompt_tokens"] else None),
                    "peak_rss_mb": (C._status_kb("VmHWM") or 0) / 1024}, fh)
+
+
+def watch(engine, spent: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
+    """Time the verifier's engine calls: prefills that continue a shared prefix are its prompts
+    (questions are prefilled without one), decodes at its token budget are its verdicts."""
+    prefill_many, decode = engine.prefill_many, engine.decode
+
+    def timed_prefill_many(prompts, prefix=None):  # type: ignore[no-untyped-def]
+        t0 = C.now()
+        try:
+            return prefill_many(prompts, prefix=prefix)
+        finally:
+            if prefix is not None:
+                spent["verifier_read_s"] += C.now() - t0
+
+    def timed_decode(rows, until, max_new_tokens):  # type: ignore[no-untyped-def]
+        t0 = C.now()
+        try:
+            return decode(rows, until, max_new_tokens)
+        finally:
+            if max_new_tokens == SEARCH["verifier_max_tokens"]:
+                spent["verifier_generate_s"] += C.now() - t0
+
+    engine.prefill_many, engine.decode = timed_prefill_many, timed_decode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     for engine, g in got.items():
         for mode, c in g["cells"].items():
             phases.append([engine, mode, f"{c['wall_per_q_s']:.1f}",
-                           *(f"{c[f'{p}_s'] / n:.1f}" for p in ("prefill", "decode", "verify",
-                                                                "propose")),
+                           *(f"{c[k] / n:.1f}" for k in ("prefill_s", "decode_s", "verify_s",
+                                                         "verifier_read_s", "verifier_generate_s",
+                                                         "propose_s")),
                            f"{c['tokens_generated'] / n:.0f}", f"{c['prompt_tokens_run'] / n:.0f}"])
-    print(C.md_table(["engine", "cell", "s/q", "prefill s", "decode s", "verify s", "propose s",
-                      "generated tok", "prompt tok run"], phases))
+    print(C.md_table(["engine", "cell", "s/q", "prefill s", "decode s", "verify s",
+                      "verify: read s", "verify: generate s", "propose s", "generated tok",
+                      "prompt tok run"], phases))
     if {"hf", "vllm"} <= got.keys():
         speedup = got["hf"]["cells"]["softreason"]["wall_per_q_s"] / \
             got["vllm"]["cells"]["softreason"]["wall_per_q_s"]
