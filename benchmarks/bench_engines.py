@@ -124,6 +124,7 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
     decoded = lm.engine.decode(rows, [], DECODE_TOKENS)
     decode_tok_s = sum(r.n_tokens for r in decoded) / (C.now() - t0)
 
+    engine_stats = getattr(lm.engine, "stats", None)  # vLLM: prompt tokens sent and cached
     spent = {"verifier_read_s": 0.0, "verifier_generate_s": 0.0}
     watch(lm.engine, spent)
     cells = {}
@@ -133,26 +134,24 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
             per_candidate = (sr["tokens_generated"] - sr["verifier_tokens"]) / sr["candidates"]
             extra = {"n_samples": max(1, round(sr["tokens_generated"] / n / per_candidate))}
         lm.configure(mode=mode, max_active=max_active, **SEARCH, **extra)
-        before = dict(getattr(lm.engine, "stats", {}))
+        before = dict(engine_stats or {})
         spent.update(dict.fromkeys(spent, 0.0))
         t0 = C.now()
         lm.generate_until(reqs, disable_tqdm=True)
         stats = lm.get_model_info()["softreason_stats"]
-        after = getattr(lm.engine, "stats", None)
-        ran = (stats["tokens_prefilled"] if after is None else
-               (after["prompt_tokens"] - before["prompt_tokens"])
-               - (after["cached_tokens"] - before["cached_tokens"]))
+        ran = (stats["tokens_prefilled"] if engine_stats is None else
+               (engine_stats["prompt_tokens"] - before["prompt_tokens"])
+               - (engine_stats["cached_tokens"] - before["cached_tokens"]))
         cells[mode] = {"wall_per_q_s": (C.now() - t0) / n, **extra, "prompt_tokens_run": ran,
                        **spent,
                        **{k: stats[k] for k in ("tokens_generated", "verifier_tokens", "candidates",
                                              "fallbacks", "prefill_s", "decode_s", "verify_s",
                                              "propose_s")}}
-    cache = getattr(lm.engine, "stats", None)
+    hit = (engine_stats["cached_tokens"] / engine_stats["prompt_tokens"]
+           if engine_stats and engine_stats["prompt_tokens"] else None)
     with open(out, "w") as fh:
         json.dump({"start_s": start_s, "decode_tok_s": decode_tok_s, "cells": cells,
-                   "prefix_cache_hit": (cache["cached_tokens"] / cache["prompt_tokens"]
-                                        if cache and cache["prompt_tokens"] else None),
-                   "peak_rss_mb": (C._status_kb("VmHWM") or 0) / 1024}, fh)
+                   "prefix_cache_hit": hit, "peak_rss_mb": (C._status_kb("VmHWM") or 0) / 1024}, fh)
 
 
 def watch(engine, spent: dict[str, float]) -> None:  # type: ignore[no-untyped-def]
