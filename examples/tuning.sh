@@ -21,6 +21,11 @@ export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
 # compiled (no enforce_eager): ~1.5 min more start, 1.5x the softreason questions per hour
 # (docs/performance.md, "compiled vs eager").
 BUDGET="n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
+# The stages after `sigma` tune one axis at a time from the sigma it chose (docs/tuning.md:
+# 2 std, the smallest sigma whose candidates differ enough for selection, verifier and search
+# to matter; at 1 std, 73 of 100 questions had a single answer across all candidates).
+SIGMA="${SIGMA:-2}"
+SR="$BUDGET,sigma=$SIGMA,sigma_scale=embedding_std"
 
 svamp() {  # svamp FOLDER compare-args...: SVAMP tuning problems 500-599
     local folder=$1
@@ -50,21 +55,21 @@ stage_sigma() {  # perturbation scale relative to the embedding table (sigma=1 a
     done
 }
 stage_inject() {  # the model reads the perturbed vector in place of the first token, no text
-    svamp inject-replace --strategies softreason --extra-model-args "$BUDGET,inject=replace"
+    svamp "inject-replace-std$SIGMA" --strategies softreason --extra-model-args "$SR,inject=replace"
 }
 stage_verifier() {  # the paper's other three verifier designs (base's softreason is multi_generate)
-    for v in single_generate multi_judge single_judge; do
-        svamp "verifier-$v" --strategies softreason --extra-model-args "$BUDGET,verifier=$v"
+    for v in multi_judge single_judge single_generate; do
+        svamp "verifier-$v-std$SIGMA" --strategies softreason --extra-model-args "$SR,verifier=$v"
     done
 }
 stage_reference() {  # the reference code's variant: inject=replace, mean-prob coherence, vote
     svamp reference --strategies softreason_reference --extra-model-args "$BUDGET"
 }
 stage_shape() {  # base's 8 candidates spent differently (later keys win): no BO, or 3 small rounds
-    svamp shape-init8 --strategies softreason \
-        --extra-model-args "$BUDGET,n_init=8,max_rounds=0"
-    svamp shape-2x4 --strategies softreason \
-        --extra-model-args "$BUDGET,n_init=2,batch=2,max_rounds=3"
+    svamp "shape-init8-std$SIGMA" --strategies softreason \
+        --extra-model-args "$SR,n_init=8,max_rounds=0"
+    svamp "shape-2x4-std$SIGMA" --strategies softreason \
+        --extra-model-args "$SR,n_init=2,batch=2,max_rounds=3"
 }
 stage_sc_temperature() {  # self-consistency gets the same care: the paper's grid, base's N
     local n
@@ -79,7 +84,7 @@ stage_gsm8k() {  # base's three cells on GSM8K train; every strategy gets the 51
     gsm8k base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
 }
 
-ALL="base sigma inject verifier reference shape sc_temperature gsm8k"
+ALL="base sigma inject sc_temperature verifier shape reference gsm8k"
 for stage in ${@:-$ALL}; do
     if ! declare -F "stage_$stage" >/dev/null; then
         echo "tuning.sh: unknown stage '$stage'; stages: $ALL" >&2
