@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from lm_eval_softreason.selection import SELECTS
 from lm_eval_softreason.settings import fingerprint, result_args
 
 MODES = ("softreason", "greedy", "sample", "cot_decoding", "fire")
 PRESETS = ("paper", "reference")
-SELECTS = ("best", "vote")
 SEARCHES = ("bo", "random")
 SIGMA_SCALES = ("absolute", "embedding_std")
 
@@ -139,6 +139,13 @@ class SoftReasonConfig:
     def fingerprint(self) -> str:
         """Short stable hash of everything that changes results (not paths or threads)."""
         return fingerprint(self.public_dict())
+
+    def search_fingerprint(self) -> str:
+        """:meth:`fingerprint` as if ``select`` were ``best``: what seeds the search. The rule
+        only chooses among finished candidates, so runs that differ in ``select`` alone search
+        the same candidates (and ``rescore --select`` gives a ``select=`` run's answers back),
+        while ``select=best`` runs keep the seeds they always had."""
+        return fingerprint({**self.public_dict(), "select": "best"})
 
 # Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
 _HFLM_ARGS = {

@@ -307,17 +307,23 @@ class SoftReasonMixin:
             seen[key].indices.append(i)
         return list(seen.values())
 
-    def _question_key(self, u: _Unique) -> str:
-        """Hash of (prompt, gen_kwargs, settings that change results): names a question in
-        traces and seeds its search."""
+    @staticmethod
+    def _question_key(u: _Unique, settings: str) -> str:
+        """Hash of (prompt, gen_kwargs, a fingerprint of the settings)."""
         blob = "\x00".join([u.context, json.dumps(u.gen_kwargs, sort_keys=True, default=str),
-                            self.sr_config.fingerprint()])
+                            settings])
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def _question_name(self, u: _Unique) -> str:
+        """Names a question in traces: every setting that changes results counts, so runs
+        that share a trace file never mistake each other's questions for their own."""
+        return self._question_key(u, self.sr_config.fingerprint())[:16]
+
     def _seed(self, u: _Unique) -> int:
-        """Per-question seed from the prompt and configuration, never from doc_id or rank,
+        """Per-question seed from the prompt and the settings that steer the search (not
+        ``select``, :meth:`SoftReasonConfig.search_fingerprint`), never from doc_id or rank,
         so results do not depend on --limit, sharding or request order."""
-        return int(self._question_key(u)[:16], 16) >> 1
+        return int(self._question_key(u, self.sr_config.search_fingerprint())[:16], 16) >> 1
 
     def _start(self, us: list[_Unique]) -> list[Strategy | None]:
         """Strategies of the questions joining the window, their prompts prefilled in one
@@ -381,7 +387,7 @@ class SoftReasonMixin:
             self._count_fallback(s.fallback)
         if self._trace is not None:
             record = s.trace()
-            record["question"] = self._question_key(u)[:16]
+            record["question"] = self._question_name(u)
             record["prompt_sha"] = prompt_sha(s.ctx.prompt)
             record["config"] = self.sr_config.fingerprint()
             self._trace.write(record)

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm_eval_softreason.answers import normalize_answer
 from lm_eval_softreason.config import ConfigError
 from lm_eval_softreason.objectives import check_takes_one_argument, import_callable
 from lm_eval_softreason.report import render_table
-from lm_eval_softreason.selection import Generation, by_objective, rank
+from lm_eval_softreason.selection import SELECTS, Generation, rank
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
 
@@ -57,62 +56,21 @@ def generations(record: dict[str, Any]) -> list[Generation]:
             for c in record["candidates"]]
 
 
-def best(record: dict[str, Any]) -> str:
-    """Highest objective (``select=best``, the ``paper`` preset): ``selection.rank(.., "best")``."""
-    return rank(generations(record), "best")[0].text
+def _rule(select: str) -> Rule:
+    """The built-in rule ``select``: :func:`selection.rank` on the record's candidates and
+    verifier answers, as the run itself would have chosen with model_arg ``select``."""
+
+    def rule(record: dict[str, Any]) -> str:
+        return rank(generations(record), select, record.get("verifier_answers") or [])[0].text
+
+    rule.__name__ = select
+    return rule
 
 
-def vote(record: dict[str, Any]) -> str:
-    """Majority over every candidate's answer plus the verifier's answers, as the reference
-    implementation reports (``select=vote``); among the winner's holders the best objective."""
-    return rank(generations(record), "vote", record.get("verifier_answers") or [])[0].text
-
-
-def vote_candidates(record: dict[str, Any]) -> str:
-    """Majority over the candidates' answers only (the verifier's answers do not vote)."""
-    return rank(generations(record), "vote")[0].text
-
-
-def weighted_vote(record: dict[str, Any], weight: Callable[[Generation], float]) -> str:
-    """The answer with the largest total weight wins; ties go to the answer held by more
-    candidates, then to the one seen first in candidate order. Unparsed answers never vote.
-    Among the winner's holders the best objective is returned; with no parsed answer, ``best``.
-    """
-    gens = generations(record)
-    totals: dict[str, float] = {}
-    counts: Counter[str] = Counter()
-    for g in gens:
-        answer = normalize_answer(g.answer)
-        if answer is not None:
-            totals[answer] = totals.get(answer, 0.0) + weight(g)
-            counts[answer] += 1
-    ordered = by_objective(gens)
-    if not totals:
-        return ordered[0].text
-    first_seen = list(totals)  # dicts keep insertion order: candidate order
-    winner = min(totals, key=lambda a: (-totals[a], -counts[a], first_seen.index(a)))
-    return next(g for g in ordered if normalize_answer(g.answer) == winner).text
-
-
-def vote_verifier_weighted(record: dict[str, Any]) -> str:
-    """Each candidate votes for its answer with weight ``r_verifier`` (missing: 0), so answers
-    the verifier agreed with count and the rest only break ties (see :func:`weighted_vote`)."""
-    return weighted_vote(record, lambda g: max(g.r_verifier or 0.0, 0.0))
-
-
-def vote_coherence_weighted(record: dict[str, Any]) -> str:
-    """Each candidate votes with weight ``r_coherence`` (missing or negative: 0); meant for the
-    [0, 1] coherence terms (``geo_mean_prob``, ``mean_prob``), see :func:`weighted_vote`."""
-    return weighted_vote(record, lambda g: max(g.r_coherence or 0.0, 0.0))
-
-
-RULES: dict[str, Rule] = {
-    "best": best,
-    "vote": vote,
-    "vote_candidates": vote_candidates,
-    "vote_verifier_weighted": vote_verifier_weighted,
-    "vote_coherence_weighted": vote_coherence_weighted,
-}
+# Built-ins: ``best`` (the ``paper`` preset), ``vote`` (candidates + verifier answers, the
+# reference implementation), ``vote_candidates``, ``vote_verifier_weighted`` and
+# ``vote_coherence_weighted`` (see :data:`selection.VOTE_WEIGHTS`).
+RULES: dict[str, Rule] = {name: _rule(name) for name in SELECTS}
 
 
 def load_rule(spec: str) -> Rule:

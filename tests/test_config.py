@@ -38,7 +38,8 @@ def test_presets_set_defaults_and_explicit_args_win():
         ({"batch": 0}, "batch=0 is out of range; allowed: >= 1"),
         ({"n_init": "2.5"}, "n_init='2.5' is not an integer"),
         ({"mode": "greddy"}, "mode='greddy' is invalid; allowed: softreason, greedy"),
-        ({"select": "majority"}, "select='majority' is invalid; allowed: best, vote"),
+        ({"select": "majority"}, "select='majority' is invalid; allowed: best, vote, vote_candidates, "
+                                       "vote_verifier_weighted, vote_coherence_weighted"),
         ({"preset": "papr"}, "preset='papr' is invalid; allowed: paper, reference"),
         ({"search": "grid"}, "search='grid' is invalid"),
         ({"sigmma": 1}, "unknown model_arg 'sigmma'; did you mean 'sigma'?"),
@@ -55,6 +56,17 @@ def test_fingerprint_ignores_paths_but_not_settings():
     b, _ = parse(trace_path="/tmp/b.jsonl")
     c, _ = parse(sigma=0.5)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_select_does_not_seed_the_search():
+    """Runs that differ only in ``select`` search the same candidates; ``best``'s seeds are
+    the fingerprint's, as before ``search_fingerprint`` existed."""
+    best, _ = parse()
+    vote, _ = parse(select="vote_coherence_weighted")
+    other, _ = parse(sigma=0.5)
+    assert best.fingerprint() != vote.fingerprint()
+    assert best.search_fingerprint() == vote.search_fingerprint() == best.fingerprint()
+    assert other.search_fingerprint() != best.search_fingerprint()
 
 
 def test_fingerprint_is_stable():

@@ -55,25 +55,25 @@ def test_weighted_vote_ties_go_to_more_holders_then_to_the_first_answer_seen():
     # 5: 1.0 from one candidate; 6: 0.5 + 0.5 from two -> 6, its better objective
     more = record([("five", "5", 0.9, 1.0, 0.0), ("six a", "6", 0.1, 0.5, 0.0),
                    ("six b", "6", 0.2, 0.5, 0.0)])
-    assert rescore.vote_verifier_weighted(more) == "six b"
+    assert rescore.RULES["vote_verifier_weighted"](more) == "six b"
     # equal weight and holders: 6 is seen first though 5 has the better objective
     first = record([("six", "6", 0.1, 0.0, 0.3), ("five", "5", 0.9, 0.0, 0.3)])
-    assert rescore.vote_coherence_weighted(first) == "six"
+    assert rescore.RULES["vote_coherence_weighted"](first) == "six"
     # unparsed answers never vote (even with the largest weight); none parsed: best
     unparsed = record([("none", None, 0.1, 1.0, 0.9), ("five", "5", 0.0, 0.0, 0.1)])
-    assert rescore.vote_coherence_weighted(unparsed) == "five"
+    assert rescore.RULES["vote_coherence_weighted"](unparsed) == "five"
     nothing = record([("a", None, 0.1, 1.0, 0.9), ("b", None, 0.7, 0.0, 0.1)])
-    assert rescore.vote_verifier_weighted(nothing) == "b"
+    assert rescore.RULES["vote_verifier_weighted"](nothing) == "b"
 
 
 def test_vote_ties_go_to_the_first_answer_seen():
     five_six = [("five", "5", 0.1, 0.0, 0.0), ("six", "6", 0.9, 0.0, 0.0)]
     # votes 5, 6, 6, 5: a tie, 5 seen first, though six has the better objective
-    assert rescore.vote(record(five_six, verifier_answers=["6", "5"])) == "five"
-    assert rescore.vote(record(five_six, verifier_answers=["5"])) == "five"
-    assert rescore.vote_candidates(record(five_six, verifier_answers=["5"])) == "five"
+    assert rescore.RULES["vote"](record(five_six, verifier_answers=["6", "5"])) == "five"
+    assert rescore.RULES["vote"](record(five_six, verifier_answers=["5"])) == "five"
+    assert rescore.RULES["vote_candidates"](record(five_six, verifier_answers=["5"])) == "five"
     # a winner that only the verifier holds: best
-    assert rescore.vote(record(five_six, verifier_answers=["9", "9"])) == "six"
+    assert rescore.RULES["vote"](record(five_six, verifier_answers=["9", "9"])) == "six"
 
 
 def plugin_rule(record: dict) -> str:
@@ -172,15 +172,34 @@ def test_best_reproduces_the_runs_own_samples_exactly(run):
     assert len(trace) == len(SVAMP_ROWS) and len(rows) == 2 * len(SVAMP_ROWS)  # two filters
     # best is not simply the first candidate here, so the test does check the choice
     assert any(r["chosen"] != 0 for r in trace.values())
-    result = rescore.rescore_task("svamp", rows, trace, rescore.best)
+    result = rescore.rescore_task("svamp", rows, trace, rescore.RULES["best"])
     assert result.questions == len(SVAMP_ROWS) and result.kept == 0
     assert result.texts_changed == 0
     keys = ("doc_id", "filter", "resps", "filtered_resps", "exact_match")
     assert [{k: r[k] for k in keys} for r in result.rescored] == \
         [{k: r[k] for k in keys} for r in rows]
     # another rule does change answers on the same run
-    other = rescore.rescore_task("svamp", rows, trace, rescore.vote_coherence_weighted)
+    other = rescore.rescore_task("svamp", rows, trace, rescore.RULES["vote_coherence_weighted"])
     assert other.texts_changed > 0
+
+
+def test_a_run_with_a_weighted_vote_is_reproduced_by_the_same_rule(tiny_model_dir, run,
+                                                                    tmp_path):
+    """The live model_arg ``select`` and rescore share their rules, and ``select`` does not
+    seed the search: a ``select=vote_coherence_weighted`` run searches ``run``'s candidates
+    (``select=best``) and returns what rescoring ``run`` with that rule returns."""
+    voted = cli_run(tiny_model_dir, tmp_path, **FAST, select="vote_coherence_weighted")
+    trace, rows = voted["trace"], voted["rows"]
+    texts = {sha: [c["text"] for c in r["candidates"]] for sha, r in trace.items()}
+    assert texts == {sha: [c["text"] for c in r["candidates"]] for sha, r in run["trace"].items()}
+    same = rescore.rescore_task("svamp", rows, trace, rescore.RULES["vote_coherence_weighted"])
+    assert (same.questions, same.kept, same.texts_changed) == (len(SVAMP_ROWS), 0, 0)
+    from_best = rescore.rescore_task("svamp", run["rows"], run["trace"],
+                                     rescore.RULES["vote_coherence_weighted"])
+    assert from_best.texts_changed > 0
+    keys = ("doc_id", "filter", "resps", "filtered_resps", "exact_match")
+    assert [{k: r[k] for k in keys} for r in rows] == \
+        [{k: r[k] for k in keys} for r in from_best.rescored]
 
 
 def test_cli_prints_and_writes_original_and_rescored(run, capsys, monkeypatch):
@@ -224,7 +243,7 @@ def test_fallbacks_and_questions_without_a_record_keep_the_runs_response(run):
     rows = [r for r in run["rows"] if r["doc_id"] in (0, 1)]
     sha = prompt_sha(rescore.request_args(rows[0])[0])
     trace = {sha: {**HAND, "prompt_sha": sha, "fallback": "search failed"}}
-    result = rescore.rescore_task("svamp", rows, trace, rescore.vote_candidates,
+    result = rescore.rescore_task("svamp", rows, trace, rescore.RULES["vote_candidates"],
                                   rescore.load_task("svamp"))
     assert (result.kept, result.texts_changed) == (2, 0)
     assert [r["resps"] for r in result.rescored] == [r["resps"] for r in rows]
@@ -235,7 +254,7 @@ def test_more_than_one_response_per_question_is_refused(run):
     with pytest.raises(rescore.RescoreError, match="document 0 has 2 responses; rescore "
                                                    "handles tasks with one response per "
                                                    r"question \(repeats: 1\)"):
-        rescore.rescore_task("svamp", rows, run["trace"], rescore.best,
+        rescore.rescore_task("svamp", rows, run["trace"], rescore.RULES["best"],
                              rescore.load_task("svamp"))
 
 

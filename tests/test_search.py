@@ -86,5 +86,9 @@ def test_rank_best_and_vote():
         Generation("d", 3, answer="6", reward=1.5, r_coherence=0.6),
     ]
     assert [g.text for g in rank(gens, "best")] == ["d", "b", "a", "c"]  # tie -> coherence
-    assert rank(gens, "vote", extra_votes=["5"])[0].text == "a"  # 5 has 3 votes vs 2
+    assert rank(gens, "vote", verifier_answers=["6", "6"])[0].text == "d"  # 6: 4 votes vs 2
     assert rank(gens, "vote")[0].text == "a"  # 2-2 tie goes to the first-seen answer, 5
+    # only vote counts the verifier's answers
+    assert rank(gens, "vote_candidates", verifier_answers=["6", "6"])[0].text == "a"
+    # weighted: 5 holds coherence 0.2 + 0.3, 6 holds 0.5 + 0.6
+    assert rank(gens, "vote_coherence_weighted")[0].text == "d"
