@@ -22,7 +22,8 @@ file is written.
 Self-consistency (``sc``) is budget-matched: its number of samples is
 ``round(softreason tokens/question / greedy tokens/question)`` (at least 1), measured on the
 same task, so ``greedy`` and ``softreason`` of a task always run before its ``sc`` cell
-(``--sc-n`` overrides). See docs/results.md.
+(``--sc-match`` matches another softreason strategy instead; ``--sc-n`` fixes N). See
+docs/results.md.
 
 Example::
 
@@ -52,7 +53,7 @@ from lm_eval_softreason.settings import CELL_SCHEMA, cell_stem, comparable_spec
 from lm_eval_softreason.trace import read_trace
 
 BUDGET_STRATEGY = "sc"
-BUDGET_REFERENCE = "softreason"  # what sc's budget is matched to ...
+BUDGET_REFERENCE = "softreason"  # what sc's budget is matched to by default (--sc-match) ...
 BUDGET_UNIT = "greedy"  # ... in units of one greedy chain
 HF_SC_TASK = "gsm8k_cot_self_consistency_offline"
 HF_SC_STRATEGY = "hf_sc"
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling temperature of sc (default 0.7)")
     p.add_argument("--sc-n", type=int, default=None,
                    help="fix sc's n_samples instead of matching softreason's token budget")
+    p.add_argument("--sc-match", default=BUDGET_REFERENCE, metavar="STRATEGY",
+                   help=f"the softreason strategy whose generated tokens/question sc's "
+                        f"n_samples is matched to (default {BUDGET_REFERENCE})")
     p.add_argument("--baseline-hf-sc", action="store_true",
                    help=f"also run lm-eval's own {HF_SC_TASK} with --model hf as a cross-check")
     p.add_argument("--hf-sc-repeats", type=int, default=None,
@@ -298,6 +302,7 @@ class RunSettings:
     sc_n: int | None
     hf_sc_repeats: int | None
     engine: str = "hf"
+    sc_match: str = BUDGET_REFERENCE
 
     def spec(self, task: str, strategy: str) -> dict[str, Any]:
         """What must agree for a stored cell to count as this run's cell.
@@ -321,6 +326,8 @@ class RunSettings:
             spec["model_args"] = strategy_model_args(strategy, self)
         if strategy == BUDGET_STRATEGY:
             spec["sc_n"] = self.sc_n  # None: matched to the measured budget
+            if self.sc_n is None and self.sc_match != BUDGET_REFERENCE:
+                spec["sc_match"] = self.sc_match  # absent by default: older folders match
         return spec
 
 
@@ -384,28 +391,30 @@ def check_spec(cell: dict[str, Any], spec: dict[str, Any]) -> list[str]:
 
 
 def budget_samples(out: Path, task: str, st: RunSettings) -> dict[str, Any]:
-    """sc's n_samples: softreason's generated tokens/question (verifier tokens included) over
-    greedy's, rounded half up, at least 1; both measured on this task in this folder."""
+    """sc's n_samples: the ``--sc-match`` strategy's generated tokens/question (verifier
+    tokens included) over greedy's, rounded half up, at least 1; both measured on this task in
+    this folder."""
     if st.sc_n is not None:
         return {"n_samples": st.sc_n, "source": "--sc-n"}
     per_q = {}
-    for name in (BUDGET_REFERENCE, BUDGET_UNIT):
+    for name in (st.sc_match, BUDGET_UNIT):
         cell = read_cell(cell_paths(out, task, name)["cell"])
         if cell is None:
             raise RuntimeError(f"budget matching for {task}: the {name} cell is missing")
         per_q[name] = float(cell["tokens_generated_per_q"])
-    ratio = per_q[BUDGET_REFERENCE] / per_q[BUDGET_UNIT] if per_q[BUDGET_UNIT] > 0 else 1.0
+    ratio = per_q[st.sc_match] / per_q[BUDGET_UNIT] if per_q[BUDGET_UNIT] > 0 else 1.0
     return {
         "n_samples": max(1, math.floor(ratio + 0.5)), "source": "matched",
-        f"{BUDGET_REFERENCE}_tokens_per_q": per_q[BUDGET_REFERENCE],
+        f"{st.sc_match}_tokens_per_q": per_q[st.sc_match],
         f"{BUDGET_UNIT}_tokens_per_q": per_q[BUDGET_UNIT], "ratio": ratio,
     }
 
 
-def plan_cells(tasks: list[str], strategies: list[str], baseline_hf_sc: bool
-               ) -> list[tuple[str, str]]:
-    """(task, strategy) in run order: per task, greedy and softreason first, sc last."""
-    first = [s for s in (BUDGET_UNIT, BUDGET_REFERENCE) if s in strategies]
+def plan_cells(tasks: list[str], strategies: list[str], baseline_hf_sc: bool,
+               sc_match: str = BUDGET_REFERENCE) -> list[tuple[str, str]]:
+    """(task, strategy) in run order: per task, greedy and the strategy sc is matched to
+    first, sc last."""
+    first = [s for s in (BUDGET_UNIT, sc_match) if s in strategies]
     middle = [s for s in strategies if s not in first and s != BUDGET_STRATEGY]
     last = [BUDGET_STRATEGY] if BUDGET_STRATEGY in strategies else []
     cells = [(t, s) for t in tasks for s in first + middle + last]
@@ -973,6 +982,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
     if args.sc_n is not None and args.sc_n < 1:
         raise SystemExit("--sc-n must be >= 1")
+    matchable = [s for s in STRATEGIES if s not in (BUDGET_STRATEGY, BUDGET_UNIT)]
+    if args.sc_match not in matchable:
+        raise SystemExit(f"--sc-match {args.sc_match!r} is not a strategy sc can be matched to; "
+                         f"allowed: {', '.join(matchable)}")
     if args.hf_sc_repeats is not None and args.hf_sc_repeats < 1:
         raise SystemExit("--hf-sc-repeats must be >= 1")
 
@@ -986,10 +999,10 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         extra_model_args=parse_kv(args.extra_model_args), gen_kwargs=parse_kv(args.gen_kwargs),
         sc_temperature=args.sc_temperature, sc_n=args.sc_n, hf_sc_repeats=args.hf_sc_repeats,
-        engine=args.engine,
+        engine=args.engine, sc_match=args.sc_match,
     )
     _check_extra_args(st, strategies)
-    plan = plan_cells(tasks, strategies, args.baseline_hf_sc)
+    plan = plan_cells(tasks, strategies, args.baseline_hf_sc, st.sc_match)
 
     # Everything that can fail without the model is checked before it is loaded.
     todo = []
@@ -1005,11 +1018,11 @@ def main(argv: list[str] | None = None) -> int:
         todo.append((task, strategy))
     if BUDGET_STRATEGY in strategies and st.sc_n is None:
         for task in tasks:
-            missing = [s for s in (BUDGET_UNIT, BUDGET_REFERENCE) if s not in strategies
+            missing = [s for s in (BUDGET_UNIT, st.sc_match) if s not in strategies
                        and read_cell(cell_paths(out, task, s)["cell"]) is None]
             if missing:
                 raise SystemExit(
-                    f"sc's sample budget is matched to softreason/greedy on the same task, but "
+                    f"sc's sample budget is matched to {st.sc_match}/greedy on the same task, but "
                     f"{', '.join(missing)} is neither in --strategies nor finished in {out} for "
                     f"{task}; add it or pass --sc-n")
 

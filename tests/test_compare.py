@@ -154,6 +154,34 @@ def test_plan_runs_budget_sources_before_sc():
     assert len(plan) == 9
 
 
+def test_sc_match_plans_and_sizes_sc_from_another_strategy(tmp_path):
+    plan = compare.plan_cells(["svamp"], ["sc", "softreason", "softreason_reference", "greedy"],
+                              baseline_hf_sc=False, sc_match="softreason_reference")
+    assert plan == [("svamp", "greedy"), ("svamp", "softreason_reference"),
+                    ("svamp", "softreason"), ("svamp", "sc")]
+    for name, tokens in (("softreason", 80.0), ("softreason_reference", 40.0),
+                         ("greedy", 8.0)):
+        compare.write_atomic(compare.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
+            {"schema": compare.CELL_SCHEMA, "tokens_generated_per_q": tokens}))
+    st = _settings(sc_match="softreason_reference")
+    assert compare.budget_samples(tmp_path, "svamp", st) == {
+        "n_samples": 5, "source": "matched", "softreason_reference_tokens_per_q": 40.0,
+        "greedy_tokens_per_q": 8.0, "ratio": 5.0}
+    # the default leaves sc's spec as it was; another match is part of it
+    assert "sc_match" not in _settings().spec("svamp", "sc")
+    assert st.spec("svamp", "sc")["sc_match"] == "softreason_reference"
+    assert "sc_match" not in _settings(sc_match="softreason_reference", sc_n=3).spec("svamp", "sc")
+
+
+@pytest.mark.parametrize("value", ["sc", "greedy", "softreason_tuned_typo"])
+def test_sc_match_refuses_what_sc_cannot_be_matched_to(value, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        compare.main(["--model", "m", "--out", str(tmp_path), "--strategies", "sc",
+                      "--sc-match", value])
+    assert str(err.value).startswith(f"--sc-match {value!r} is not a strategy sc can be matched "
+                                     f"to; allowed: softreason, softreason_noverifier")
+
+
 def _settings(**kw):
     base = dict(model="models/tiny", limits={"svamp": 1}, seed=1234, apply_chat_template=False,
                 batch_size="8", dtype="auto", device="cpu", extra_model_args={}, gen_kwargs={},
