@@ -95,6 +95,8 @@ STRATEGIES: dict[str, Strategy] = {
                  "ablation: random search instead of Bayesian optimisation"),
         Strategy("softreason_reference", {"mode": "softreason", "preset": "reference"},
                  "the reference code's variant (A^T u injection, mean prob, vote)"),
+        Strategy("softreason_tuned", {"mode": "softreason", "preset": "tuned"},
+                 "the tuning study's choice (docs/tuning.md), its own budget included"),
         Strategy("fire", {"mode": "fire"}, "FIRE: first token at high temperature, then greedy"),
         Strategy("cot_decoding", {"mode": "cot_decoding"},
                  "CoT-decoding: top-k first tokens, pick by answer confidence"),

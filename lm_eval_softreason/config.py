@@ -15,7 +15,7 @@ from lm_eval_softreason.selection import SELECTS
 from lm_eval_softreason.settings import fingerprint, result_args
 
 MODES = ("softreason", "greedy", "sample", "cot_decoding", "fire")
-PRESETS = ("paper", "reference")
+PRESETS = ("paper", "reference", "tuned")
 SEARCHES = ("bo", "random")
 SIGMA_SCALES = ("absolute", "embedding_std")
 
@@ -30,6 +30,12 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
     "paper": {"coherence": "geo_mean_prob", "select": "best", "inject": "perturb"},
     # alickzhu/Soft-Reasoning: A^T u replaces an appended token, mean-prob coherence, vote.
     "reference": {"coherence": "mean_prob", "select": "vote", "inject": "replace"},
+    # The tuning study's choice for Qwen2.5-Coder-0.5B (docs/tuning.md, tuning problems only):
+    # sigma relative to the embedding table, a coherence-weighted vote, and the study's budget.
+    "tuned": {"coherence": "geo_mean_prob", "inject": "perturb", "sigma": 2.0,
+              "sigma_scale": "embedding_std", "select": "vote_coherence_weighted",
+              "verifier": "self", "n_init": 4, "batch": 4, "max_rounds": 1,
+              "verifier_max_tokens": 256},
 }
 
 
@@ -141,11 +147,13 @@ class SoftReasonConfig:
         return fingerprint(self.public_dict())
 
     def search_fingerprint(self) -> str:
-        """:meth:`fingerprint` as if ``select`` were ``best``: what seeds the search. The rule
-        only chooses among finished candidates, so runs that differ in ``select`` alone search
-        the same candidates (and ``rescore --select`` gives a ``select=`` run's answers back),
-        while ``select=best`` runs keep the seeds they always had."""
-        return fingerprint({**self.public_dict(), "select": "best"})
+        """:meth:`fingerprint` as if ``select`` were ``best`` and ``preset`` ``paper``: what
+        seeds the search. The rule only chooses among finished candidates and a preset only
+        names values that are in the fingerprint anyway, so runs with the same values search
+        the same candidates (``rescore --select`` gives a ``select=`` run's answers back, and
+        ``preset=tuned`` repeats the tuning cell it came from), while ``paper`` runs with
+        ``select=best`` keep the seeds they always had."""
+        return fingerprint({**self.public_dict(), "select": "best", "preset": "paper"})
 
 # Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
 _HFLM_ARGS = {

@@ -40,7 +40,7 @@ def test_presets_set_defaults_and_explicit_args_win():
         ({"mode": "greddy"}, "mode='greddy' is invalid; allowed: softreason, greedy"),
         ({"select": "majority"}, "select='majority' is invalid; allowed: best, vote, vote_candidates, "
                                        "vote_verifier_weighted, vote_coherence_weighted"),
-        ({"preset": "papr"}, "preset='papr' is invalid; allowed: paper, reference"),
+        ({"preset": "papr"}, "preset='papr' is invalid; allowed: paper, reference, tuned"),
         ({"search": "grid"}, "search='grid' is invalid"),
         ({"sigmma": 1}, "unknown model_arg 'sigmma'; did you mean 'sigma'?"),
     ],
@@ -67,6 +67,20 @@ def test_select_does_not_seed_the_search():
     assert best.fingerprint() != vote.fingerprint()
     assert best.search_fingerprint() == vote.search_fingerprint() == best.fingerprint()
     assert other.search_fingerprint() != best.search_fingerprint()
+
+
+def test_a_preset_seeds_the_search_by_its_values_not_its_name():
+    """preset=tuned searches what the tuning cell it came from searched: the paper preset with
+    the same values given explicitly (docs/tuning.md, sigma = 2 std)."""
+    tuned, _ = parse(preset="tuned")
+    cell, _ = parse(n_init=4, batch=4, max_rounds=1, verifier_max_tokens=256, sigma=2,
+                    sigma_scale="embedding_std")
+    assert (tuned.sigma, tuned.sigma_scale, tuned.select, tuned.inject, tuned.n_init,
+            tuned.max_rounds) == (2.0, "embedding_std", "vote_coherence_weighted", "perturb", 4, 1)
+    assert tuned.fingerprint() != cell.fingerprint()
+    assert tuned.search_fingerprint() == cell.search_fingerprint()
+    ref, _ = parse(preset="reference")
+    assert ref.search_fingerprint() != parse()[0].search_fingerprint()  # other values
 
 
 def test_fingerprint_is_stable():
