@@ -17,7 +17,7 @@ source "$HERE/../.ci/env.sh"
 cd "$ROOT"
 BIN="${VLLM_VENV:-$ROOT/.venv-vllm}/bin"
 OUT="${OUT:-results/report}"
-SC_T="${SC_T:-0.7}"
+SC_T="${SC_T:-0.7}"  # the best measured temperature (docs/tuning.md, sc_temperature)
 [ -x "$BIN/lm-eval-softreason" ] || bash "$ROOT/.ci/setup-vllm.sh"
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
