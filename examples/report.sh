@@ -4,7 +4,7 @@
 # template, fp32.
 #   bash examples/report.sh                 # every stage, in order; rerun to resume
 #   bash examples/report.sh svamp           # some stages
-#   SC_T=0.6 bash examples/report.sh        # sc's temperature (the sc_temperature stage's choice)
+#   SC_T=0.6 bash examples/report.sh        # another sc temperature (default: 0.7, docs/tuning.md)
 # Each stage fills one `lm-eval-softreason compare` folder under $OUT in three invocations:
 #   1. greedy and softreason_tuned (preset=tuned, its own budget);
 #   2. the paper and reference presets at the tuned preset's budget, so that every softreason
