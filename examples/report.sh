@@ -13,21 +13,12 @@
 # Finished cells are skipped and an interrupted cell resumes.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-source "$HERE/../.ci/env.sh"
-cd "$ROOT"
-BIN="${VLLM_VENV:-$ROOT/.venv-vllm}/bin"
+source "$HERE/stages.sh"
 OUT="${OUT:-results/report}"
 SC_T="${SC_T:-0.7}"  # the best measured temperature (docs/tuning.md, sc_temperature)
-[ -x "$BIN/lm-eval-softreason" ] || bash "$ROOT/.ci/setup-vllm.sh"
-export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
-export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
 # The tuned preset's search budget, read from the package so the two never disagree.
 BUDGET=$("$BIN/python" -c "from lm_eval_softreason.config import PRESET_VALUES as P
 print(','.join(f'{k}={P[\"tuned\"][k]}' for k in ('n_init', 'batch', 'max_rounds', 'verifier_max_tokens')))")
-
-model() {  # model NAME DIR: build a get-model folder once
-    [ -f "$2/config.json" ] || PATH="$BIN:$PATH" ../shared/assets/get-model "$1" "$2"
-}
 
 run() {  # run MODEL_DIR FOLDER TASK LIMIT SOFTREASON_STRATEGIES [compare-args...]
     local dir=$1 folder=$2 task=$3 limit=$4 others=$5
@@ -43,27 +34,17 @@ run() {  # run MODEL_DIR FOLDER TASK LIMIT SOFTREASON_STRATEGIES [compare-args..
 }
 
 stage_svamp() {  # Qwen-0.5B, SVAMP 0-99: greedy, sc, paper, reference, tuned
-    model qwen0.5b .models/qwen0.5b
+    get_model qwen0.5b .models/qwen0.5b
     run .models/qwen0.5b qwen0.5b-svamp svamp 100 softreason,softreason_reference
 }
 stage_gsm8k() {  # Qwen-0.5B, GSM8K test 0-49, every strategy with the 512-token cap
-    model qwen0.5b .models/qwen0.5b
+    get_model qwen0.5b .models/qwen0.5b
     run .models/qwen0.5b qwen0.5b-gsm8k gsm8k_cot_zeroshot_offline 50 \
         softreason,softreason_reference --gen-kwargs max_gen_toks=512
 }
 stage_qwen1_5b() {  # the stronger model on SVAMP 0-99: greedy, sc, paper, tuned
-    model qwen1.5b .models/qwen1.5b
+    get_model qwen1.5b .models/qwen1.5b
     run .models/qwen1.5b qwen1.5b-svamp svamp 100 softreason
 }
 
-ALL="svamp gsm8k qwen1_5b"
-for stage in ${@:-$ALL}; do
-    if ! declare -F "stage_$stage" >/dev/null; then
-        echo "report.sh: unknown stage '$stage'; stages: $ALL" >&2
-        exit 2
-    fi
-done
-for stage in ${@:-$ALL}; do
-    echo "== stage $stage"
-    "stage_$stage"
-done
+run_stages report.sh "svamp gsm8k qwen1_5b" "$@"

@@ -8,15 +8,10 @@
 # so an interrupted study continues where it stopped. `rescore` of the traces is free.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-source "$HERE/../.ci/env.sh"
-cd "$ROOT"
-BIN="${VLLM_VENV:-$ROOT/.venv-vllm}/bin"
+source "$HERE/stages.sh"
 MODEL_DIR="${MODEL_DIR:-.models/qwen0.5b}"
 OUT="${OUT:-results/tuning}"
-[ -x "$BIN/lm-eval-softreason" ] || bash "$ROOT/.ci/setup-vllm.sh"
-[ -f "$MODEL_DIR/config.json" ] || PATH="$BIN:$PATH" ../shared/assets/get-model qwen0.5b "$MODEL_DIR"
-export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
-export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
+get_model qwen0.5b "$MODEL_DIR"
 # One budget for every softreason cell: 4 initial candidates and one BO round of 4. vLLM runs
 # compiled (no enforce_eager): ~1.5 min more start, 1.5x the softreason questions per hour
 # (docs/performance.md, "compiled vs eager").
@@ -84,14 +79,4 @@ stage_gsm8k() {  # base's three cells on GSM8K train; every strategy gets the 51
     gsm8k base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
 }
 
-ALL="base sigma inject sc_temperature verifier shape reference gsm8k"
-for stage in ${@:-$ALL}; do
-    if ! declare -F "stage_$stage" >/dev/null; then
-        echo "tuning.sh: unknown stage '$stage'; stages: $ALL" >&2
-        exit 2
-    fi
-done
-for stage in ${@:-$ALL}; do
-    echo "== stage $stage"
-    "stage_$stage"
-done
+run_stages tuning.sh "base sigma inject sc_temperature verifier shape reference gsm8k" "$@"
