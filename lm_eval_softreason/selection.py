@@ -48,8 +48,8 @@ def _tally(votes: Sequence[tuple[str | None, float]]) -> str | None:
             counts[answer] += 1
     if not totals:
         return None
-    first_seen = list(totals)  # dicts keep insertion order
-    return min(totals, key=lambda a: (-totals[a], -counts[a], first_seen.index(a)))
+    # totals keeps insertion order and min returns the first of equal keys: the first seen
+    return min(totals, key=lambda a: (-totals[a], -counts[a]))
 
 
 def by_objective(gens: Sequence[Generation]) -> list[Generation]:
