@@ -30,12 +30,12 @@ svamp() {  # svamp FOLDER compare-args...: SVAMP tuning problems 500-599
         --out "$OUT/svamp-$folder" "$@"
 }
 
-gsm8k() {  # gsm8k FOLDER compare-args...: the first 100 GSM8K train problems, 512-token cap
+gsm8k() {  # gsm8k FOLDER compare-args...: the first 100 GSM8K train problems
     local folder=$1
     shift
     "$BIN/lm-eval-softreason" compare --model "$MODEL_DIR" --engine vllm --dtype float32 \
         --batch-size auto --tasks gsm8k_cot_zeroshot_train_offline --limit 100 \
-        --gen-kwargs max_gen_toks=512 --apply-chat-template --out "$OUT/gsm8k-$folder" "$@"
+        --apply-chat-template --out "$OUT/gsm8k-$folder" "$@"
 }
 
 stage_base() {  # greedy, the paper's softreason and budget-matched self-consistency (T=0.7)
@@ -57,9 +57,6 @@ stage_verifier() {  # the paper's other three verifier designs (base's softreaso
         svamp "verifier-$v-std$SIGMA" --strategies softreason --extra-model-args "$SR,verifier=$v"
     done
 }
-stage_reference() {  # the reference code's variant: inject=replace, mean-prob coherence, vote
-    svamp reference --strategies softreason_reference --extra-model-args "$BUDGET"
-}
 stage_shape() {  # base's 8 candidates spent differently (later keys win): no BO, or 3 small rounds
     svamp "shape-init8-std$SIGMA" --strategies softreason \
         --extra-model-args "$SR,n_init=8,max_rounds=0"
@@ -75,8 +72,11 @@ stage_sc_temperature() {  # self-consistency gets the same care: the paper's gri
     done
 }
 
-stage_gsm8k() {  # base's three cells on GSM8K train; every strategy gets the 512-token cap
-    gsm8k base --strategies greedy,softreason,sc --extra-model-args "$BUDGET"
+stage_gsm8k() {  # the generation cap: greedy at lm-eval's 256 tokens and at the report's 512
+    local cap
+    for cap in 256 512; do
+        gsm8k "greedy-cap$cap" --strategies greedy --gen-kwargs "max_gen_toks=$cap"
+    done
 }
 
-run_stages tuning.sh "base sigma inject sc_temperature verifier shape reference gsm8k" "$@"
+run_stages tuning.sh "base sigma inject sc_temperature verifier shape gsm8k" "$@"

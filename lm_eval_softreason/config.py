@@ -147,13 +147,20 @@ class SoftReasonConfig:
         return fingerprint(self.public_dict())
 
     def search_fingerprint(self) -> str:
-        """:meth:`fingerprint` as if ``select`` were ``best`` and ``preset`` ``paper``: what
-        seeds the search. The rule only chooses among finished candidates and a preset only
-        names values that are in the fingerprint anyway, so runs with the same values search
-        the same candidates (``rescore --select`` gives a ``select=`` run's answers back, and
-        ``preset=tuned`` repeats the tuning cell it came from), while ``paper`` runs with
-        ``select=best`` keep the seeds they always had."""
-        return fingerprint({**self.public_dict(), "select": "best", "preset": "paper"})
+        """:meth:`fingerprint` with the settings that only score or choose candidates
+        (:data:`SCORING_ONLY`) at their defaults: what seeds the search. Runs that differ only
+        in them draw the same first candidates, so an ablation of the verifier, the coherence
+        term or the rule is paired question by question; ``rescore --select`` gives a
+        ``select=`` run's answers back; ``preset=tuned`` repeats the tuning cell it came from;
+        and runs at the defaults keep the seeds they always had. (``verifier_max_tokens`` still
+        seeds: finished tuning cells set it, and their seeds must not move.)"""
+        return fingerprint({**self.public_dict(), **_SCORING_DEFAULTS})
+
+
+# Settings that score or choose finished candidates but never change which are drawn first.
+SCORING_ONLY = ("preset", "select", "verifier", "coherence", "w_verifier", "w_coherence")
+_SCORING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SoftReasonConfig)
+                     if f.name in SCORING_ONLY}
 
 # Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
 _HFLM_ARGS = {

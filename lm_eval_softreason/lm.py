@@ -320,8 +320,8 @@ class SoftReasonMixin:
         return self._question_key(u, self.sr_config.fingerprint())[:16]
 
     def _seed(self, u: _Unique) -> int:
-        """Per-question seed from the prompt and the settings that steer the search (not
-        ``select``, :meth:`SoftReasonConfig.search_fingerprint`), never from doc_id or rank,
+        """Per-question seed from the prompt and the settings that draw candidates (not the
+        scoring ones, :meth:`SoftReasonConfig.search_fingerprint`), never from doc_id or rank,
         so results do not depend on --limit, sharding or request order."""
         return int(self._question_key(u, self.sr_config.search_fingerprint())[:16], 16) >> 1
 

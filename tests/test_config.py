@@ -58,15 +58,18 @@ def test_fingerprint_ignores_paths_but_not_settings():
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
 
 
-def test_select_does_not_seed_the_search():
-    """Runs that differ only in ``select`` search the same candidates; ``best``'s seeds are
-    the fingerprint's, as before ``search_fingerprint`` existed."""
+def test_only_settings_that_draw_candidates_seed_the_search():
+    """Runs that differ only in how candidates are scored or chosen search the same
+    candidates; at the defaults the seeds are the fingerprint's, as before
+    ``search_fingerprint`` existed."""
     best, _ = parse()
-    vote, _ = parse(select="vote_coherence_weighted")
-    other, _ = parse(sigma=0.5)
-    assert best.fingerprint() != vote.fingerprint()
-    assert best.search_fingerprint() == vote.search_fingerprint() == best.fingerprint()
-    assert other.search_fingerprint() != best.search_fingerprint()
+    scored = [parse(select="vote_coherence_weighted")[0], parse(verifier="multi_judge")[0],
+              parse(coherence="mean_prob")[0], parse(w_verifier=0.5, w_coherence=2.0)[0]]
+    assert all(c.fingerprint() != best.fingerprint() for c in scored)
+    assert {c.search_fingerprint() for c in scored} == {best.fingerprint()}
+    drawn = [parse(sigma=0.5)[0], parse(inject="replace")[0], parse(n_init=2)[0],
+             parse(verifier_max_tokens=256)[0], parse(seed=7)[0]]
+    assert all(c.search_fingerprint() != best.search_fingerprint() for c in drawn)
 
 
 def test_a_preset_seeds_the_search_by_its_values_not_its_name():

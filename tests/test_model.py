@@ -37,6 +37,23 @@ def test_seed_changes_the_search(configure):
     assert one != two
 
 
+def test_scoring_settings_leave_the_drawn_candidates_alone(configure, tmp_path):
+    """Another verifier, coherence or weighting draws the same round-0 candidates, so
+    ablating them is paired question by question; another seed draws others."""
+    reqs = [request(q) for q in QUESTIONS]
+
+    def round0(name: str, **kwargs: object) -> dict[str, list[str]]:
+        configure(trace_path=str(tmp_path / name), **kwargs).generate_until(reqs)
+        return {r["prompt_sha"]: [c["text"] for c in r["candidates"] if c["round"] == 0]
+                for r in read_trace(tmp_path / name)}
+
+    drawn = round0("default.jsonl")
+    assert len(drawn) == len(QUESTIONS)
+    assert round0("scored.jsonl", verifier="tests.plugins:always_first", coherence="none",
+                  w_verifier=2.0) == drawn
+    assert round0("seed.jsonl", seed=2) != drawn
+
+
 def test_repeats_share_one_search_best_first(configure, tmp_path):
     lm = configure(trace_path=str(tmp_path / "t.jsonl"))
     reqs = [request(QUESTIONS[0], repeats=3)] * 3
