@@ -8,6 +8,7 @@ loaded once per process and shared by every cell. Results go to one folder::
     OUT/cells/<task>__<strategy>.json           metrics, tokens, time, settings (written last)
     OUT/cells/<task>__<strategy>.samples.jsonl  lm-eval's logged samples
     OUT/cells/<task>__<strategy>.trace.jsonl    the per-question search trace (trace_path)
+    OUT/cells/<task>__<strategy>.digest.jsonl   per-question scores, no prompts (``digest``)
     OUT/cells/<task>__<strategy>.progress.json  an unfinished cell's spec and attempts
     OUT/cells/<task>__<strategy>.cache_rank0.db an unfinished cell's answers (lm-eval use_cache)
     OUT/table.md                                the Markdown table also printed to stdout
@@ -18,6 +19,10 @@ cell: its finished questions are served from its cache and only the others are d
 ``start_attempt``); the cell file's numbers come from the trace, which holds every
 question once, so they cover all attempts. Progress file and cache are deleted once the cell
 file is written.
+
+Samples and traces hold the benchmark's documents, so a committed folder keeps only cell files
+and digests: enough to skip its finished cells, rebuild table and plot (maj@k curves included)
+and run ``diagnose --versus`` against it in a later session.
 
 Self-consistency (``sc``) is budget-matched: its number of samples is
 ``round(softreason tokens/question / greedy tokens/question)`` (at least 1), measured on the
@@ -646,6 +651,7 @@ class Runner:
         write_atomic(paths["samples"], "".join(
             json.dumps(s, default=handle_non_serializable, ensure_ascii=False) + "\n"
             for s in samples))
+        write_digest(self.out, task, cell["strategy"])
         # The cell file is written last: its presence marks the cell finished.
         write_atomic(paths["cell"], json.dumps(cell, indent=2, default=str) + "\n")
 
@@ -667,6 +673,14 @@ def _timed_hflm() -> type:
                 self.generate_time_s += time.perf_counter() - started
 
     return TimedHFLM
+
+
+def write_digest(out: Path, task: str, strategy: str) -> None:
+    """The cell's ``digest`` file, from its samples and trace."""
+    from lm_eval_softreason import digest
+
+    write_atomic(digest.path_of(out, task, strategy),
+                 digest.dumps(digest.build(out, task, strategy)))
 
 
 def start_attempt(paths: dict[str, Path], spec: dict[str, Any], name: str
@@ -818,9 +832,10 @@ Curves = dict[str, tuple[str, str, list[Any]]]  # task -> (strategy, label, maj@
 
 
 def maj_curves(out: Path, cells: list[dict[str, Any]]) -> Curves:
-    """Self-consistency's maj@k curve per task, for the sc cells whose trace and samples the
-    folder holds (``curves.cell_curve``) and the hf_sc cell whose samples it holds
-    (``curves.hf_sc_curve``); committed results folders keep only cell files."""
+    """Self-consistency's maj@k curve per task, for the sc cells with a digest or the trace
+    and samples to build one (``curves.cell_curve``) and the hf_sc cell whose samples the
+    folder holds (``curves.hf_sc_curve``)."""
+    from lm_eval_softreason import digest
     from lm_eval_softreason.curves import cell_curve, hf_sc_curve
     from lm_eval_softreason.rescore import read_jsonl
 
@@ -829,7 +844,8 @@ def maj_curves(out: Path, cells: list[dict[str, Any]]) -> Curves:
         task, strategy = c["task"], c["strategy"]
         paths = cell_paths(out, task, strategy)
         label = c.get("label", strategy)
-        if strategy == "sc" and paths["trace"].exists() and paths["samples"].exists():
+        if strategy == "sc" and (digest.path_of(out, task, strategy).exists()
+                                 or paths["trace"].exists() and paths["samples"].exists()):
             found[task] = (strategy, label, cell_curve(out, task, strategy))
         elif strategy == HF_SC_STRATEGY and paths["samples"].exists() and c.get("repeats"):
             per_response = c["tokens_generated_per_q"] / c["repeats"]
@@ -956,7 +972,16 @@ def figure(cells: list[dict[str, Any]], curves: Curves | None = None) -> Any:
 
 
 def report(out: Path, tasks: list[str] | None = None) -> str:
+    """Write table.md and the plot from the folder's cells, after writing the digest of any
+    cell finished before digests were kept whose samples are still there."""
+    from lm_eval_softreason import digest
+
     cells = sort_cells(load_cells(out), tasks)
+    for c in cells:
+        task, strategy = c["task"], c["strategy"]
+        if not digest.path_of(out, task, strategy).exists() \
+                and cell_paths(out, task, strategy)["samples"].exists():
+            write_digest(out, task, strategy)
     curves = maj_curves(out, cells)
     table = cells_table(cells, curves)
     write_atomic(out / "table.md", table)

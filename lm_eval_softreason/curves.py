@@ -34,7 +34,7 @@ from typing import Any
 from lm_eval_softreason.answers import answers_match, normalize_answer
 from lm_eval_softreason.diagnose import gold_answer
 from lm_eval_softreason.selection import majority
-from lm_eval_softreason.settings import cell_stem, prompt_sha
+from lm_eval_softreason.settings import prompt_sha
 
 
 @dataclass(frozen=True)
@@ -135,14 +135,11 @@ def curve_from_run(trace: dict[str, dict[str, Any]], samples: Sequence[dict[str,
 
 def cell_curve(out: Path, task: str, strategy: str) -> list[CurvePoint]:
     """maj@k of a ``compare`` results folder's self-consistency cell, each sample scored with
-    the task's own flexible-extract exact_match (the column compare's table and plot show)."""
-    from lm_eval_softreason.rescore import index_trace, read_jsonl
-    from lm_eval_softreason.trace import read_trace
+    the task's own flexible-extract exact_match (the column compare's table and plot show),
+    from its digest (``digest``), which a committed folder keeps without samples or trace."""
+    from lm_eval_softreason import digest
 
-    stem = out / "cells" / cell_stem(task, strategy)
-    trace = index_trace(read_trace(stem.with_name(stem.name + ".trace.jsonl")))
-    samples = read_jsonl(stem.with_name(stem.name + ".samples.jsonl"))
-    return curve_from_run(trace, samples, candidate_scores(task, samples, trace))
+    return maj_at_k(digest.curve_questions(digest.load(out, task, strategy)))
 
 
 def hf_sc_curve(task_name: str, samples: Sequence[dict[str, Any]], tokens_per_response: float,

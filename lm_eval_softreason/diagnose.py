@@ -16,7 +16,8 @@ rewards, the verifier's own answers) with lm-eval's per-sample file (the gold an
   default 256 unless the task sets one) and how often they were right, against the others;
 * rounds and stop reasons; and, question by question, wins/losses against the folder's greedy
   cell and any cell named with ``--versus FOLDER:STRATEGY`` (e.g. self-consistency run
-  elsewhere), on the questions both answered, with an exact two-sided sign test.
+  elsewhere; its samples or, in a committed folder, its digest), on the questions both
+  answered, with an exact two-sided sign test.
 
 Gold answers are compared with the package's ``answers_match`` (numbers within 1e-6), the rule
 the verifier and the votes use; the headline accuracy is lm-eval's own flexible-extract score.
@@ -31,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lm_eval_softreason import digest
 from lm_eval_softreason.answers import answers_match
 from lm_eval_softreason.selection import majority
 from lm_eval_softreason.settings import cell_stem
@@ -66,6 +68,16 @@ def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
             raise SystemExit(f"trace line {t['prompt_sha']} matches no sample")
         joined.append({**t, "gold": gold_answer(s["target"]), "score": float(s["exact_match"])})
     return joined
+
+
+def other_scores(folder: Path, task: str, strategy: str) -> dict[str, float] | None:
+    """A cell's flexible-extract score per ``prompt_sha``, from its samples or, in a committed
+    folder, its digest; None if it has neither."""
+    samples = folder / "cells" / f"{cell_stem(task, strategy)}.samples.jsonl"
+    if samples.exists():
+        return {h: float(s["exact_match"]) for h, s in flexible_samples(samples).items()}
+    path = digest.path_of(folder, task, strategy)
+    return digest.scores(digest.read(path)) if path.exists() else None
 
 
 def pct(num: float, den: float) -> str:
@@ -187,12 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## {args.task} / {args.strategy} ({out})\n")
     lines = diagnose(records, args.max_gen_toks)
     for folder, strategy in others:
-        samples = folder / "cells" / f"{cell_stem(args.task, strategy)}.samples.jsonl"
-        if samples.exists():
-            scores = {h: float(s["exact_match"]) for h, s in flexible_samples(samples).items()}
+        scores = other_scores(folder, args.task, strategy)
+        if scores is not None:
             lines.append(versus(records, f"{strategy} ({folder})", scores))
         elif (folder, strategy) != (out, "greedy"):
-            raise SystemExit(f"no {samples}")
+            raise SystemExit(f"no {cell_stem(args.task, strategy)} samples or digest in "
+                             f"{folder / 'cells'}")
     for line in lines:
         print(f"- {line}")
     return 0

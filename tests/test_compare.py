@@ -106,6 +106,35 @@ def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsy
     assert (out / "table.md").read_text() == table
     assert png.is_file()
 
+    # Digests: per question lm-eval's scores under each filter (as in the samples) and, for
+    # traced cells, every candidate's answer, tokens and flexible-extract score.
+    for strategy in ("greedy", "sc", "softreason"):
+        rows = [json.loads(line) for line in
+                (cells / f"svamp__{strategy}.samples.jsonl").read_text().splitlines()]
+        (question,) = [json.loads(line) for line in
+                       (cells / f"svamp__{strategy}.digest.jsonl").read_text().splitlines()]
+        assert question["prompt_sha"] == rows[0]["prompt_hash"][:16]
+        assert question["scores"] == {r["filter"]: {"exact_match": r["exact_match"]}
+                                      for r in rows}
+        (record,) = read_trace(cells / f"svamp__{strategy}.trace.jsonl")
+        assert [(c["answer"], c["tokens"]) for c in question["candidates"]] == \
+            [(c["answer"], c["tokens"]) for c in record["candidates"]]
+        chosen = question["candidates"][record["chosen"]]["right"]
+        assert chosen == question["scores"]["flexible-extract"]["exact_match"]
+
+    # A committed folder keeps cell files and digests only: the same table, maj@k rows
+    # included; a digest lost beside its samples is written again, byte for byte.
+    committed = tmp_path / "committed"
+    (committed / "cells").mkdir(parents=True)
+    for path in [*cells.glob("*.json"), *cells.glob("*.digest.jsonl")]:
+        shutil.copy(path, committed / "cells" / path.name)
+    assert compare.main(["--report-only", "--out", str(committed), "--tasks", "svamp"]) == 0
+    assert (committed / "table.md").read_text() == table
+    sc_digest = (cells / "svamp__sc.digest.jsonl").read_bytes()
+    (cells / "svamp__sc.digest.jsonl").unlink()
+    assert compare.main(["--report-only", "--out", str(out), "--tasks", "svamp"]) == 0
+    assert (cells / "svamp__sc.digest.jsonl").read_bytes() == sc_digest
+
     # Finished cells from other settings are never mixed into a run.
     with pytest.raises(SystemExit, match="other settings"):
         compare.main(_argv(tiny_model_dir, out, "--seed", "1"))
@@ -468,8 +497,10 @@ def test_an_interrupted_cell_resumes_where_it_stopped(tiny_model_dir, svamp_dir,
     assert _without_wall(read_trace(out / "cells" / f"{stem}.trace.jsonl")) == \
         _without_wall(read_trace(ref_out / "cells" / f"{stem}.trace.jsonl"))
     # Finished: no cache, no progress file, in either folder.
-    files = [f"{stem}.json", f"{stem}.samples.jsonl", f"{stem}.trace.jsonl"]
+    files = [f"{stem}.digest.jsonl", f"{stem}.json", f"{stem}.samples.jsonl",
+             f"{stem}.trace.jsonl"]
     assert _cell_files(out) == _cell_files(ref_out) == files
+    assert (out / "cells" / files[0]).read_text() == (ref_out / "cells" / files[0]).read_text()
 
 
 @pytest.mark.slow
@@ -487,7 +518,7 @@ def test_a_changed_spec_discards_an_interrupted_cell(tiny_model_dir, svamp_dir, 
     assert {r["config"] for r in records} == {runner.softreason.sr_config.fingerprint()}
     assert len(records) == 3
     assert _cell_files(out) == [f"svamp__greedy{s}" for s in
-                                (".json", ".samples.jsonl", ".trace.jsonl")]
+                                (".digest.jsonl", ".json", ".samples.jsonl", ".trace.jsonl")]
 
 
 def test_a_question_that_cannot_run_is_counted_without_a_trace_record(

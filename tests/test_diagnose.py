@@ -75,6 +75,26 @@ def test_cli_compares_with_a_cell_of_another_folder(tmp_path, capsys):
     assert "on the same 2 questions: 0 vs 2 right; 0 won, 2 lost, 0 tied; sign test p = 0.5" in out
 
 
+def test_versus_a_committed_folder_reads_its_digest(tmp_path, capsys):
+    """A committed folder keeps cell files and digests, not samples: the same comparison."""
+    mine = [{"sha": c * 16, "gold": "1", "score": score, "verifier": [], "cands": [_cand("1", 1.0)]}
+            for c, score in (("a", 1.0), ("b", 0.0), ("c", 1.0))]
+    _write(tmp_path / "new", "softreason", mine)
+    cells = tmp_path / "old" / "cells"
+    cells.mkdir(parents=True)
+    with (cells / "svamp__sc.digest.jsonl").open("w") as f:
+        for i, (c, score) in enumerate((("a", 0.0), ("b", 1.0), ("c", 0.0))):
+            f.write(json.dumps({"doc_id": i, "prompt_sha": c * 16, "scores": {
+                "strict-match": {"exact_match": 1.0 - score},
+                "flexible-extract": {"exact_match": score}}}) + "\n")
+    argv = ["--out", str(tmp_path / "new"), "--task", "svamp", "--versus"]
+    assert diagnose.main([*argv, f"{tmp_path / 'old'}:sc"]) == 0
+    assert ("on the same 3 questions: 2 vs 1 right; 2 won, 1 lost, 0 tied; sign test p = 1"
+            in capsys.readouterr().out)
+    with pytest.raises(SystemExit, match="no svamp__greedy samples or digest in"):
+        diagnose.main([*argv, f"{tmp_path / 'old'}:greedy"])
+
+
 @pytest.mark.parametrize("wins, losses, p", [
     (0, 0, 1.0), (1, 0, 1.0), (0, 2, 0.5), (3, 3, 1.0), (0, 5, 0.0625), (1, 5, 0.21875),
     (4, 23, 2 * sum(math.comb(27, i) for i in range(5)) / 2**27),  # docs/results.md: p = 0.0003

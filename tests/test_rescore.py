@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason import curves, rescore
+from lm_eval_softreason import compare, curves, rescore
 from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
@@ -281,6 +281,11 @@ def test_maj_at_n_of_a_self_consistency_run_is_its_own_score(run, tiny_model_dir
     cells.mkdir(parents=True)
     shutil.copy(sc["dir"] / "trace.jsonl", cells / "svamp__sc.trace.jsonl")
     shutil.copy(sc["samples"], cells / "svamp__sc.samples.jsonl")
+    assert curves.cell_curve(sc["dir"] / "compare", "svamp", "sc") == points
+    # ... and from the digest alone, as a committed folder keeps it
+    compare.write_digest(sc["dir"] / "compare", "svamp", "sc")
+    for suffix in (".trace.jsonl", ".samples.jsonl"):
+        (cells / f"svamp__sc{suffix}").unlink()
     assert curves.cell_curve(sc["dir"] / "compare", "svamp", "sc") == points
     tokens = [r["tokens_generated"] for r in sc["trace"].values()]
     assert points[-1].tokens == pytest.approx(sum(tokens) / len(tokens), abs=1e-9)
