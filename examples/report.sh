@@ -10,11 +10,14 @@
 #   2. the paper and reference presets at the tuned preset's budget, so that every softreason
 #      cell spends the same search budget;
 #   3. self-consistency with N matched to softreason_tuned's tokens (--sc-match).
-# Finished cells are skipped and an interrupted cell resumes.
+# Finished cells are skipped and an interrupted cell resumes. $OUT is committed as it fills
+# (`git add docs/results/report`: cell files, digests, tables; git ignores samples and traces),
+# so a later session on a fresh machine skips what finished and `diagnose --versus` still
+# compares with it.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/stages.sh"
-OUT="${OUT:-results/report}"
+OUT="${OUT:-docs/results/report}"
 SC_T="${SC_T:-0.7}"  # the best measured temperature (docs/tuning.md, sc_temperature)
 # The tuned preset's search budget, read from the package so the two never disagree.
 BUDGET=$("$BIN/python" -c "from lm_eval_softreason.config import PRESET_VALUES as P

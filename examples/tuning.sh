@@ -5,12 +5,14 @@
 #   bash examples/tuning.sh              # every stage, in order; rerun to resume
 #   bash examples/tuning.sh base sigma   # some stages
 # Each stage is one `lm-eval-softreason compare` folder under $OUT; finished cells are skipped,
-# so an interrupted study continues where it stopped. `rescore` of the traces is free.
+# so an interrupted study continues where it stopped. `rescore` of the traces is free. $OUT is
+# committed as it fills (cell files, digests, tables: `git add docs/results/tuning`); git
+# ignores the samples and traces, which hold the documents.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/stages.sh"
 MODEL_DIR="${MODEL_DIR:-.models/qwen0.5b}"
-OUT="${OUT:-results/tuning}"
+OUT="${OUT:-docs/results/tuning}"
 get_model qwen0.5b "$MODEL_DIR"
 # One budget for every softreason cell: 4 initial candidates and one BO round of 4. vLLM runs
 # compiled (no enforce_eager): ~1.5 min more start, 1.5x the softreason questions per hour

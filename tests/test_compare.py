@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -542,3 +543,21 @@ def test_a_question_that_cannot_run_is_counted_without_a_trace_record(
     assert cell["stats"]["fallback_reasons"] == {compare.UNTRACED_FALLBACK: 1}
     assert not list((tmp_path / "cells").glob("*.cache*"))
     assert not list((tmp_path / "cells").glob("*.progress.json"))
+
+
+def test_git_keeps_what_holds_the_documents_out_of_committed_folders():
+    """tuning.sh and report.sh write into docs/results/, committed with `git add`: samples,
+    traces, caches and progress files (prompts, so documents) are ignored; cells, digests and
+    tables are not."""
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    cells = "docs/results/report/svamp/cells/svamp__sc"
+    names = {f"{cells}{suffix}": ignored for suffix, ignored in (
+        (".samples.jsonl", True), (".trace.jsonl", True), (".cache_rank0.db", True),
+        (".cache_rank0.db-journal", True), (".progress.json", True), (".json", False),
+        (".digest.jsonl", False))}
+    names["docs/results/report/svamp/table.md"] = False
+    done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=root,
+                          input="\n".join(names), capture_output=True, text=True)
+    assert set(done.stdout.split()) == {name for name, ignored in names.items() if ignored}
