@@ -37,6 +37,7 @@ class SoftReasonSearch(Strategy):
         self.best_so_far = -math.inf
         self.round_gens: list[Generation] = []
         self.expected_improvement: list[float] = []
+        self.verifier_analyses: list[str] = []
         self.request: ProposalRequest | None = None
 
     def rows(self) -> list[DecodeRow]:
@@ -78,6 +79,7 @@ class SoftReasonSearch(Strategy):
             coherence = g.r_coherence if cfg.w_coherence > 0 else 0.0
             g.reward = _quantise(cfg.w_verifier * r + cfg.w_coherence * (coherence or 0.0))
         self.extra_votes.extend(result.votes())
+        self.verifier_analyses.append(result.analysis)
         self.counters.tokens_generated += result.tokens_generated
         self.counters.verifier_tokens += result.tokens_generated
         self.counters.tokens_prefilled += result.tokens_prefilled
@@ -127,6 +129,9 @@ class SoftReasonSearch(Strategy):
     def trace(self) -> dict:
         out = super().trace()
         out["verifier_answers"] = self.extra_votes
+        # What the verifier wrote, one string per verified round: whether its verdicts or
+        # answers could be read at all is only visible here.
+        out["verifier_analyses"] = self.verifier_analyses
         out["expected_improvement"] = self.expected_improvement
         return out
 

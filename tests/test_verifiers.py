@@ -9,6 +9,7 @@ from lm_eval_softreason.extraction import get_answer_extractor
 from lm_eval_softreason.objectives import VERIFIERS, VerifyRequest
 from lm_eval_softreason.trace import read_trace
 from lm_eval_softreason.verifiers import MODEL_VERIFIERS, ChatFormat, MultiGenerate
+from lm_eval_softreason.verifiers.base import ANALYSES_SEPARATOR
 from lm_eval_softreason.verifiers.judge import UNCLEAR
 from tests.helpers import QUESTIONS, request
 
@@ -166,3 +167,13 @@ def test_each_design_runs_a_round_in_one_decode_call(configure, tmp_path, monkey
         assert 0 < r["verifier_tokens"] <= 8 * per_question
         assert all(c["r_verifier"] in (0.0, 0.5, 1.0) for c in r["candidates"])
         assert len(r["verifier_answers"]) == (3 if name == "single_generate" else 0)
+        # what the verifier wrote, one string per verified round: its rewards read again
+        (analysis,) = r["verifier_analyses"]
+        texts = analysis.split(ANALYSES_SEPARATOR)
+        assert len(texts) == per_question
+        cands = r["candidates"]
+        again = lm.verifier.conclude(VerifyRequest(
+            question="", candidates=[c["text"] for c in cands],
+            answers=[c["answer"] for c in cands], task_name="svamp"), texts)
+        assert again.rewards == [c["r_verifier"] for c in cands]
+        assert again.votes() == r["verifier_answers"]
