@@ -11,8 +11,8 @@ files. The digest holds, per question, nothing of the document:
   its text's flexible-extract ``exact_match`` under the task's own filters and metric, from
   which ``curves`` draws self-consistency's maj@k curve exactly as from samples and trace.
 
-One line per question, in trace order (the curve's random subsets are drawn in that order),
-else in sample order.
+One line per question: traced questions in trace order (the curve's random subsets are drawn
+in that order), then, in sample order, those without a trace record.
 """
 
 from __future__ import annotations
@@ -55,10 +55,12 @@ def build(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
         raise ValueError(f"{trace_path}: {len(missing)} trace records match no sample "
                          f"(first: {missing[0]})")
     right = candidate_scores(task, samples, trace, CANDIDATE_FILTER, CANDIDATE_METRIC)
-    return [{**by_sha[sha],
-             "candidates": [{"answer": c["answer"], "tokens": c["tokens"], "right": ok}
-                            for c, ok in zip(record["candidates"], right[sha])]}
-            for sha, record in trace.items()]
+    traced = [{**by_sha[sha],
+               "candidates": [{"answer": c["answer"], "tokens": c["tokens"], "right": ok}
+                              for c, ok in zip(record["candidates"], right[sha])]}
+              for sha, record in trace.items()]
+    # a question that could not run has a sample (scored) but no trace record
+    return traced + [r for sha, r in by_sha.items() if sha not in trace]
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -85,6 +87,6 @@ def scores(records: list[dict[str, Any]], filter_name: str = "flexible-extract",
 
 def curve_questions(records: list[dict[str, Any]]
                     ) -> list[tuple[list[str | None], list[int], list[float]]]:
-    """(answers, tokens, right) per question, as ``curves.maj_at_k`` takes them."""
+    """(answers, tokens, right) per traced question, as ``curves.maj_at_k`` takes them."""
     return [([c["answer"] for c in r["candidates"]], [c["tokens"] for c in r["candidates"]],
-             [c["right"] for c in r["candidates"]]) for r in records]
+             [c["right"] for c in r["candidates"]]) for r in records if "candidates" in r]

@@ -541,6 +541,12 @@ def test_a_question_that_cannot_run_is_counted_without_a_trace_record(
     assert cell["stats"] == {k: counted[k] for k in cell["stats"]}
     assert cell["fallbacks"] == 1 and cell["questions"] == 1 and cell["n"] == 2
     assert cell["stats"]["fallback_reasons"] == {compare.UNTRACED_FALLBACK: 1}
+    # the digest keeps both questions' scores; only the traced one has candidates
+    digest = [json.loads(line) for line in
+              (tmp_path / "cells" / "svamp__greedy.digest.jsonl").read_text().splitlines()]
+    assert [d["doc_id"] for d in digest] == [0, 1]
+    assert ["candidates" in d for d in digest] == [True, False]
+    assert all(set(d["scores"]) == {"strict-match", "flexible-extract"} for d in digest)
     assert not list((tmp_path / "cells").glob("*.cache*"))
     assert not list((tmp_path / "cells").glob("*.progress.json"))
 
