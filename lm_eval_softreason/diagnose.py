@@ -77,7 +77,7 @@ def other_scores(folder: Path, task: str, strategy: str) -> dict[str, float] | N
     if samples.exists():
         return {h: float(s["exact_match"]) for h, s in flexible_samples(samples).items()}
     path = digest.path_of(folder, task, strategy)
-    return digest.scores(digest.read(path)) if path.exists() else None
+    return digest.scores(read_jsonl(path)) if path.exists() else None
 
 
 def pct(num: float, den: float) -> str:

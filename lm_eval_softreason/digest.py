@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lm_eval_softreason.rescore import read_jsonl
 from lm_eval_softreason.settings import cell_stem
 
 SUFFIX = ".digest.jsonl"
@@ -34,7 +35,7 @@ def path_of(out: Path, task: str, strategy: str) -> Path:
 def build(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
     """The digest of a cell whose samples file (and trace, where it has one) is in ``out``."""
     from lm_eval_softreason.curves import candidate_scores
-    from lm_eval_softreason.rescore import index_trace, read_jsonl
+    from lm_eval_softreason.rescore import index_trace
     from lm_eval_softreason.trace import read_trace
 
     stem = out / "cells" / cell_stem(task, strategy)
@@ -63,15 +64,10 @@ def build(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
     return traced + [r for sha, r in by_sha.items() if sha not in trace]
 
 
-def read(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def load(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
     """The cell's digest file, or the digest built from its samples and trace."""
     path = path_of(out, task, strategy)
-    return read(path) if path.exists() else build(out, task, strategy)
+    return read_jsonl(path) if path.exists() else build(out, task, strategy)
 
 
 def dumps(records: list[dict[str, Any]]) -> str:
