@@ -5,11 +5,12 @@
 #   bash examples/report.sh                 # every stage, in order; rerun to resume
 #   bash examples/report.sh svamp           # some stages
 #   SC_T=0.6 bash examples/report.sh        # another sc temperature (default: 0.7, docs/tuning.md)
-# Each stage fills one `lm-eval-softreason compare` folder under $OUT in three invocations:
+# Each stage fills one `lm-eval-softreason compare` folder under $OUT in three invocations,
+# the report's goal (tuned against budget-matched sc) first, so that it finishes first:
 #   1. greedy and softreason_tuned (preset=tuned, its own budget);
-#   2. the paper and reference presets at the tuned preset's budget, so that every softreason
-#      cell spends the same search budget;
-#   3. self-consistency with N matched to softreason_tuned's tokens (--sc-match).
+#   2. self-consistency with N matched to softreason_tuned's tokens (--sc-match);
+#   3. the paper and reference presets at the tuned preset's budget, so that every softreason
+#      cell spends the same search budget.
 # Finished cells are skipped and an interrupted cell resumes. $OUT is committed as it fills
 # (`git add docs/results/report`: cell files, digests, tables; git ignores samples and traces),
 # so a later session on a fresh machine skips what finished and `diagnose --versus` still
@@ -30,10 +31,10 @@ run() {  # run MODEL_DIR FOLDER TASK LIMIT SOFTREASON_STRATEGIES [compare-args..
                   --tasks "$task" --limit "$task=$limit" --apply-chat-template
                   --out "$OUT/$folder" "$@")
     "$BIN/lm-eval-softreason" compare "${common[@]}" --strategies greedy,softreason_tuned
-    [ -z "$others" ] || "$BIN/lm-eval-softreason" compare "${common[@]}" \
-        --strategies "$others" --extra-model-args "$BUDGET"
     "$BIN/lm-eval-softreason" compare "${common[@]}" --strategies sc \
         --sc-match softreason_tuned --sc-temperature "$SC_T"
+    [ -z "$others" ] || "$BIN/lm-eval-softreason" compare "${common[@]}" \
+        --strategies "$others" --extra-model-args "$BUDGET"
 }
 
 stage_svamp() {  # Qwen-0.5B, SVAMP 0-99: greedy, sc, paper, reference, tuned

@@ -26,7 +26,6 @@ the verifier and the votes use; the headline accuracy is lm-eval's own flexible-
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -34,13 +33,9 @@ from typing import Any
 
 from lm_eval_softreason import digest
 from lm_eval_softreason.answers import answers_match
+from lm_eval_softreason.rescore import read_jsonl
 from lm_eval_softreason.selection import majority
 from lm_eval_softreason.settings import cell_stem
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def flexible_samples(path: Path) -> dict[str, dict[str, Any]]:
