@@ -9,8 +9,8 @@
 # the report's goal (tuned against budget-matched sc) first, so that it finishes first:
 #   1. greedy and softreason_tuned (preset=tuned, its own budget);
 #   2. self-consistency with N matched to softreason_tuned's tokens (--sc-match);
-#   3. the paper and reference presets at the tuned preset's budget, so that every softreason
-#      cell spends the same search budget.
+#   3. the paper and reference presets with tuned's 8 candidates, spent as the tuning study's
+#      common budget (4 initial points and one BO round of 4): their method is the search.
 # Finished cells are skipped and an interrupted cell resumes. $OUT is committed as it fills
 # (`git add docs/results/report`: cell files, digests, tables; git ignores samples and traces),
 # so a later session on a fresh machine skips what finished and `diagnose --versus` still
@@ -20,9 +20,9 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/stages.sh"
 OUT="${OUT:-docs/results/report}"
 SC_T="${SC_T:-0.7}"  # the best measured temperature (docs/tuning.md, sc_temperature)
-# The tuned preset's search budget, read from the package so the two never disagree.
-BUDGET=$("$BIN/python" -c "from lm_eval_softreason.config import PRESET_VALUES as P
-print(','.join(f'{k}={P[\"tuned\"][k]}' for k in ('n_init', 'batch', 'max_rounds', 'verifier_max_tokens')))")
+# The paper's and reference's budget: tuned's 8 candidates (preset=tuned draws them at once,
+# with no BO round), as docs/tuning.md's common budget.
+BUDGET="n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
 
 run() {  # run MODEL_DIR FOLDER TASK LIMIT SOFTREASON_STRATEGIES [compare-args...]
     local dir=$1 folder=$2 task=$3 limit=$4 others=$5

@@ -31,10 +31,13 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
     # alickzhu/Soft-Reasoning: A^T u replaces an appended token, mean-prob coherence, vote.
     "reference": {"coherence": "mean_prob", "select": "vote", "inject": "replace"},
     # The tuning study's choice for Qwen2.5-Coder-0.5B (docs/tuning.md, tuning problems only):
-    # sigma relative to the embedding table, a coherence-weighted vote, and the study's budget.
+    # sigma relative to the embedding table and a coherence-weighted vote over 8 candidates
+    # drawn at once. A BO round bought no accuracy at equal tokens, and the vote never reads
+    # the verifier, so both are off. batch and verifier_max_tokens only keep the seeds of the
+    # tuning cell this repeats (svamp-shape-init8-std2).
     "tuned": {"coherence": "geo_mean_prob", "inject": "perturb", "sigma": 2.0,
               "sigma_scale": "embedding_std", "select": "vote_coherence_weighted",
-              "verifier": "self", "n_init": 4, "batch": 4, "max_rounds": 1,
+              "verifier": "none", "n_init": 8, "batch": 4, "max_rounds": 0,
               "verifier_max_tokens": 256},
 }
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from lm_eval_softreason.config import ConfigError, SoftReasonConfig
 from lm_eval_softreason.objectives import resolve_coherence, resolve_verifier_spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(**kwargs):
@@ -73,13 +78,16 @@ def test_only_settings_that_draw_candidates_seed_the_search():
 
 
 def test_a_preset_seeds_the_search_by_its_values_not_its_name():
-    """preset=tuned searches what the tuning cell it came from searched: the paper preset with
-    the same values given explicitly (docs/tuning.md, sigma = 2 std)."""
+    """preset=tuned searches what the committed tuning cell it came from searched
+    (docs/tuning.md, `shape`: the paper preset with 8 initial candidates and no BO round), so
+    the cell's trace, re-selected by ``rescore``, is what the preset returns on those problems."""
+    cell_file = ROOT / "docs/results/tuning/svamp-shape-init8-std2/cells/svamp__softreason.json"
+    cell, _ = parse(**json.loads(cell_file.read_text())["spec"]["model_args"])
     tuned, _ = parse(preset="tuned")
-    cell, _ = parse(n_init=4, batch=4, max_rounds=1, verifier_max_tokens=256, sigma=2,
-                    sigma_scale="embedding_std")
-    assert (tuned.sigma, tuned.sigma_scale, tuned.select, tuned.inject, tuned.n_init,
-            tuned.max_rounds) == (2.0, "embedding_std", "vote_coherence_weighted", "perturb", 4, 1)
+    assert (tuned.sigma, tuned.sigma_scale, tuned.select, tuned.inject, tuned.verifier,
+            tuned.n_init, tuned.max_rounds) == (
+        2.0, "embedding_std", "vote_coherence_weighted", "perturb", "none", 8, 0)
+    assert (cell.preset, cell.verifier, cell.select) == ("paper", "self", "best")
     assert tuned.fingerprint() != cell.fingerprint()
     assert tuned.search_fingerprint() == cell.search_fingerprint()
     ref, _ = parse(preset="reference")
