@@ -331,6 +331,9 @@ class RunSettings:
             spec["extra_model_args"] = hf_args(self.extra_model_args)
         else:
             spec["model_args"] = strategy_model_args(strategy, self)
+            values = preset_values(spec["model_args"])
+            if values:
+                spec["preset_values"] = values
         if strategy == BUDGET_STRATEGY:
             spec["sc_n"] = self.sc_n  # None: matched to the measured budget
             if self.sc_n is None and self.sc_match != BUDGET_REFERENCE:
@@ -344,6 +347,20 @@ def strategy_model_args(strategy: str, st: RunSettings) -> dict[str, Any]:
     if strategy == BUDGET_STRATEGY:
         args["temperature"] = st.sc_temperature
     return args
+
+
+def preset_values(model_args: dict[str, Any]) -> dict[str, Any]:
+    """The values a softreason strategy's preset resolves to, after the model_args that
+    override it ({} outside softreason mode). A preset can change its values under the same
+    name (``tuned`` did when the tuning study finished), and a cell searched under the old
+    values is not this run's cell, although its model_args read the same."""
+    from lm_eval_softreason.config import PRESET_VALUES, SoftReasonConfig
+
+    cfg, _ = SoftReasonConfig.from_kwargs(dict(model_args))
+    if cfg.mode != "softreason":
+        return {}
+    resolved = cfg.public_dict()
+    return {k: resolved[k] for k in sorted(PRESET_VALUES[cfg.preset])}
 
 
 def hf_args(extra: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +410,10 @@ def check_spec(cell: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     results (``settings.comparable_spec``)."""
     stored = comparable_spec(cell.get("spec", {}))
     norm = comparable_spec(spec)
+    if "preset_values" in norm and "preset_values" not in stored:
+        # written before specs held them: the finished cell's resolved settings have them
+        ran = cell.get("lm_eval_config", {}).get("softreason")
+        stored["preset_values"] = ran and {k: ran.get(k) for k in norm["preset_values"]}
     return [f"{k}: stored {stored.get(k)!r}, now {norm.get(k)!r}"
             for k in sorted(set(stored) | set(norm)) if stored.get(k) != norm.get(k)]
 

@@ -332,6 +332,39 @@ def test_stored_cells_are_checked_on_settings_that_change_results():
     assert diff.startswith("model_args: stored {") and "'sigma': 0.5" in diff
 
 
+def test_a_preset_whose_values_changed_no_longer_matches_its_cells(monkeypatch):
+    """preset=tuned changed its values under the same name when the tuning study finished: a
+    cell searched under the old values is not this run's cell, although its model_args read
+    the same. Cells written before specs held ``preset_values`` are checked against the
+    settings they ran with; an interrupted cell's progress from then cannot be, so it restarts."""
+    from lm_eval_softreason import config
+
+    st = _settings()
+    spec = st.spec("svamp", "softreason_tuned")
+    tuned = config.PRESET_VALUES["tuned"]
+    assert spec["preset_values"] == {k: spec["preset_values"][k] for k in sorted(tuned)}
+    assert spec["preset_values"]["n_init"] == tuned["n_init"]
+    ran = config.SoftReasonConfig.from_kwargs(dict(spec["model_args"]))[0].public_dict()
+    before = {k: v for k, v in spec.items() if k != "preset_values"}
+    finished_before = {"spec": before, "lm_eval_config": {"softreason": ran}}
+    assert compare.check_spec({"spec": spec}, spec) == []
+    assert compare.check_spec(finished_before, spec) == []
+
+    monkeypatch.setitem(config.PRESET_VALUES, "tuned", {**tuned, "n_init": 3})
+    now = st.spec("svamp", "softreason_tuned")
+    assert now["model_args"] == spec["model_args"]
+    for stored in ({"spec": spec}, finished_before):
+        (diff,) = compare.check_spec(stored, now)
+        assert diff.startswith("preset_values: stored {") and f"'n_init': {tuned['n_init']}" \
+            in diff and diff.endswith("'n_init': 3, 'select': 'vote_coherence_weighted', "
+                                      "'sigma': 2.0, 'sigma_scale': 'embedding_std', "
+                                      "'verifier': 'none', 'verifier_max_tokens': 256}")
+    (diff,) = compare.check_spec({"spec": before}, now)  # a progress file, no resolved settings
+    assert diff.startswith("preset_values: stored None, now {")
+    assert "preset_values" not in st.spec("svamp", "greedy")
+    assert "preset_values" not in st.spec("svamp", "sc")
+
+
 @pytest.mark.parametrize("command", ["compare", "diagnose", "gate"])
 def test_subcommand_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
