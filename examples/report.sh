@@ -20,9 +20,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/stages.sh"
 OUT="${OUT:-docs/results/report}"
 SC_T="${SC_T:-0.7}"  # the best measured temperature (docs/tuning.md, sc_temperature)
-# The paper's and reference's budget: tuned's 8 candidates (preset=tuned draws them at once,
-# with no BO round), as docs/tuning.md's common budget.
-BUDGET="n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
+# The paper's and reference's budget is stages.sh's BUDGET, docs/tuning.md's common one:
+# tuned's 8 candidates (preset=tuned draws them at once, with no BO round).
 
 run() {  # run MODEL_DIR FOLDER TASK LIMIT SOFTREASON_STRATEGIES [compare-args...]
     local dir=$1 folder=$2 task=$3 limit=$4 others=$5

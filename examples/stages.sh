@@ -6,6 +6,9 @@ BIN="${VLLM_VENV:-$ROOT/.venv-vllm}/bin"
 [ -x "$BIN/lm-eval-softreason" ] || bash "$ROOT/.ci/setup-vllm.sh"
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
+# The study's common softreason budget (8 candidates: 4 initial and one BO round of 4); the
+# report runs the paper and reference presets at it too, so the two scripts share it.
+BUDGET="n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
 
 get_model() {  # get_model NAME DIR: build a ../shared/assets/get-model folder once
     [ -f "$2/config.json" ] || PATH="$BIN:$PATH" ../shared/assets/get-model "$1" "$2"

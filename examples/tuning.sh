@@ -14,10 +14,9 @@ source "$HERE/stages.sh"
 MODEL_DIR="${MODEL_DIR:-.models/qwen0.5b}"
 OUT="${OUT:-docs/results/tuning}"
 get_model qwen0.5b "$MODEL_DIR"
-# One budget for every softreason cell: 4 initial candidates and one BO round of 4. vLLM runs
-# compiled (no enforce_eager): ~1.5 min more start, 1.5x the softreason questions per hour
-# (docs/performance.md, "compiled vs eager").
-BUDGET="n_init=4,batch=4,max_rounds=1,verifier_max_tokens=256"
+# One budget for every softreason cell: stages.sh's BUDGET, 4 initial candidates and one BO
+# round of 4. vLLM runs compiled (no enforce_eager): ~1.5 min more start, 1.5x the softreason
+# questions per hour (docs/performance.md, "compiled vs eager").
 # The stages after `sigma` tune one axis at a time from the sigma it chose (docs/tuning.md:
 # 2 std, the smallest sigma whose candidates differ enough for selection, verifier and search
 # to matter; at 1 std, 73 of 100 questions had a single answer across all candidates).
