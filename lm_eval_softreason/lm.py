@@ -126,7 +126,7 @@ class SoftReasonMixin:
 
     def model_identity(self) -> dict[str, Any]:
         """Everything about the loaded model that changes outputs (for the cache guard): path
-        or id, revision, dtype, context length and the weight files' names and sizes."""
+        or id, revision, dtype, context length and the weight files' contents."""
         return {
             "model": str(self.pretrained),
             "revision": self.revision,
@@ -449,14 +449,45 @@ class SoftReasonMixin:
 
 
 def weights_fingerprint(pretrained: Any) -> str | None:
-    """Names and sizes of a local model folder's weight files, hashed: a rebuilt or swapped
-    model under the same path gets a different fingerprint. None for a Hub id (its revision
-    is in the identity instead) or an in-memory model."""
+    """The sha256 of every weight file of a local model folder, with their names, hashed
+    together: a model rebuilt in place (another seed, a fine-tune) gets a new fingerprint even
+    at the same file sizes. None for a Hub id (its revision is in the identity instead) or an
+    in-memory model. Each file is hashed once per (path, size, mtime); see :func:`file_sha256`."""
     if not isinstance(pretrained, (str, os.PathLike)) or not Path(pretrained).is_dir():
         return None
-    files = sorted((str(p.relative_to(pretrained)), p.stat().st_size)
+    files = sorted((str(p.relative_to(pretrained)), file_sha256(p))
                    for p in Path(pretrained).rglob("*") if p.suffix in WEIGHT_SUFFIXES)
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, remembered in ``$XDG_CACHE_HOME/lm_eval_softreason/sha256.json`` under
+    its absolute path, size and mtime, so a large checkpoint is read in full only when it
+    changed. A cache that cannot be read or written is only a cost, never an error."""
+    stat = path.stat()
+    key = f"{path.resolve()}\x00{stat.st_size}\x00{stat.st_mtime_ns}"
+    store = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                 "lm_eval_softreason", "sha256.json")
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    known = known if isinstance(known, dict) else {}
+    known[key] = digest.hexdigest()
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, store)
+    except OSError:
+        pass
+    return known[key]
 
 
 def refuse_unsharded_processes(world_size: int) -> None:

@@ -239,3 +239,41 @@ def test_weights_fingerprint_changes_with_the_weight_files(tiny_model_dir, tmp_p
         fh.write(b"\0" * 8)  # same path, same config, other weights
     assert _weights_fingerprint(str(copy)) != _weights_fingerprint(tiny_model_dir)
     assert _weights_fingerprint("org/hub-model") is None
+
+
+@pytest.mark.fault("model rebuilt in place at the same file sizes, same --use_cache",
+                   "refused: the cache guard names `weights` among the differences")
+def test_use_cache_refuses_a_model_rebuilt_in_place(tmp_path, monkeypatch):
+    from tests.conftest import build_tiny_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    model, db = build_tiny_model(str(tmp_path / "model")), str(tmp_path / "cache.db")
+    CachingLM(SoftReasonLM(pretrained=model, device="cpu", **FAST), db).generate_until(
+        [request(QUESTIONS[0])])
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "model").iterdir())
+    build_tiny_model(model, seed=1)  # another seed: other weights, the same files and sizes
+    assert sorted(p.stat().st_size for p in (tmp_path / "model").iterdir()) == sizes
+    again = SoftReasonLM(pretrained=model, device="cpu", **FAST)
+    with pytest.raises(ValueError, match=r"differences, cached vs now: \{'weights': "):
+        CachingLM(again, db)
+
+
+def test_weight_hashes_are_remembered_per_path_size_and_mtime(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from lm_eval_softreason.lm import file_sha256
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"abc")
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
+    assert file_sha256(weights) == expected
+    store = tmp_path / "xdg" / "lm_eval_softreason" / "sha256.json"
+    [key] = json.loads(store.read_text())
+    store.write_text(json.dumps({key: "remembered"}))
+    assert file_sha256(weights) == "remembered"  # same path, size and mtime: not read again
+    os.utime(weights, ns=(0, 0))  # touched: hashed afresh
+    assert file_sha256(weights) == expected
+    store.write_text("not json")  # a broken store costs a rehash, never an error
+    assert file_sha256(weights) == expected
