@@ -1,26 +1,29 @@
-"""Let the stock ``lm_eval`` CLI find the ``softreason`` model, and change nothing else.
+"""Let the stock ``lm_eval`` CLI find our models and tasks, and change nothing else.
 
 lm-eval 0.4.13 reads no plug-in entry points, so a ``.pth`` file in site-packages calls
 :func:`install` at interpreter start. Inside the lm-eval CLI, and only there, it registers the
-model names ``softreason`` and ``softreason-vllm`` as lazy placeholders: nothing else of ours is imported, no class is
-patched, no task folder is added and no environment variable is set, so a run that does not ask
-for ``--model softreason`` is exactly the run it would be without this package. It steps aside
-where lm-eval reads plug-in entry points itself (upstream PR #4013), never raises, is
-idempotent (site-packages can be processed twice), and ``LM_EVAL_SOFTREASON_AUTOLOAD=0`` turns
-it off.
-
-Our tasks come with our own console script, ``lm-eval-softreason``, which calls
-``install(force=True)``; with the stock CLI, pass ``--include_path`` (README, "How lm-eval
-finds the plug-in").
+model names as lazy placeholders and, once lm-eval imports its task manager, indexes our task
+folder beneath every other (a stock or ``--include_path`` task of the same name wins, silently).
+Nothing else of ours is imported and no environment variable is set, so a run that names none
+of our models or tasks is the run it would be without this package. It never raises, is
+idempotent (site-packages can be processed twice), steps aside for the model names where
+lm-eval reads entry points itself (upstream PR #4013), and ``LM_EVAL_SOFTREASON_AUTOLOAD=0``
+turns it off. Our console script ``lm-eval-softreason`` calls ``install(force=True)``.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.abc
+import importlib.machinery
 import os
 import sys
+from types import ModuleType
+from typing import Callable
 
 _CLI_NAMES = {"lm_eval", "lm-eval"}
 _INCLUDE_PATH_FLAG = "--include_path"
+_TASK_MANAGER = "lm_eval.tasks.manager"
 # Model names -> the classes behind them (imported only when a run asks for that name).
 MODELS = {
     "softreason": "lm_eval_softreason.model:SoftReasonLM",
@@ -28,17 +31,24 @@ MODELS = {
 }
 
 
-def seen_include_paths(argv: list[str] | None = None) -> tuple[str, ...]:
-    """The ``--include_path`` folder on this process's lm-eval command line (the last one wins,
-    as in lm-eval's parser), so answer extraction can find tasks that live there."""
+def flag_value(flag: str, argv: list[str] | None = None) -> str | None:
+    """The value of ``flag`` on this process's lm-eval command line (``--flag V`` or
+    ``--flag=V``; the last one wins, as in lm-eval's parser), or None."""
     args = list(sys.argv if argv is None else argv)
-    found: tuple[str, ...] = ()
+    found: str | None = None
     for i, arg in enumerate(args):
-        if arg == _INCLUDE_PATH_FLAG and i + 1 < len(args):
-            found = (args[i + 1],)
-        elif arg.startswith(_INCLUDE_PATH_FLAG + "="):
-            found = (arg.split("=", 1)[1],)
+        if arg == flag and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
     return found
+
+
+def seen_include_paths(argv: list[str] | None = None) -> tuple[str, ...]:
+    """The ``--include_path`` folder on this process's lm-eval command line, so answer
+    extraction can find tasks that live there."""
+    found = flag_value(_INCLUDE_PATH_FLAG, argv)
+    return () if found is None else (found,)
 
 
 def is_lm_eval_cli(argv: list[str] | None = None) -> bool:
@@ -76,43 +86,68 @@ def register_model() -> None:
 
 
 def add_tasks_to_task_manager() -> None:
-    """Prepend our task folder to every ``TaskManager``'s include paths (our console script).
+    """Make every ``TaskManager`` index our task folder beneath its own tasks
+    (:func:`~lm_eval_softreason.compat.add_tasks_beneath`): stock and ``--include_path`` tasks
+    win any name clash, and none of our names is a stock one (a test checks). Applied when
+    lm-eval imports its task manager, so a command that lists no tasks imports nothing more."""
+    if _TASK_MANAGER in sys.modules:
+        _patch_task_manager(sys.modules[_TASK_MANAGER])
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(_TASK_MANAGER, _patch_task_manager))
 
-    Our task names are our own, so this adds tasks and changes none of lm-eval's; ours go before
-    the user's ``--include_path`` so that a user's same-named task still wins.
-    """
-    from lm_eval.tasks.manager import TaskManager
 
-    if getattr(TaskManager.__init__, "_softreason_patched", False):
+def _patch_task_manager(module: ModuleType) -> None:
+    manager = module.TaskManager
+    if getattr(manager.__init__, "_softreason_patched", False):
         return
-    from lm_eval_softreason.tasks_path import tasks_dir
+    original_init = manager.__init__
 
-    original_init = TaskManager.__init__
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original_init(self, *args, **kwargs)
+        from lm_eval_softreason.compat import add_tasks_beneath
+        from lm_eval_softreason.tasks_path import tasks_dir
 
-    def __init__(self, *args, include_path=None, **kwargs):  # type: ignore[no-untyped-def]
-        extra = [] if include_path is None else (
-            list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
-        )
-        ours = tasks_dir()
-        paths = [ours] + [p for p in extra if str(p) != ours]
-        original_init(self, *args, include_path=paths, **kwargs)
+        add_tasks_beneath(self, tasks_dir())
 
     __init__._softreason_patched = True  # type: ignore[attr-defined]
-    TaskManager.__init__ = __init__  # type: ignore[method-assign]
+    manager.__init__ = __init__
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls ``then(module)`` right after ``name`` is first imported, then steps aside."""
+
+    def __init__(self, name: str, then: Callable[[ModuleType], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path, target=None):  # type: ignore[no-untyped-def]
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then(module: ModuleType) -> None:
+            exec_module(module)
+            self.then(module)
+
+        spec.loader.exec_module = exec_then  # type: ignore[method-assign]
+        return spec
 
 
 def install(force: bool = False) -> None:
-    """The ``.pth`` hook (``force=False``): register the model name, only inside the lm-eval
-    CLI of a harness without plug-in discovery. Our console script (``force=True``): the same
-    wherever needed, plus our tasks; errors propagate there."""
+    """Register our model names and tasks: from the ``.pth`` hook (``force=False``) only
+    inside the lm-eval CLI (model names only where lm-eval lacks plug-in discovery), never
+    raising; from our console script (``force=True``) always, errors propagating."""
     if not force and (os.environ.get("LM_EVAL_SOFTREASON_AUTOLOAD", "1") == "0"
                       or not is_lm_eval_cli()):
         return
     try:
         if not harness_reads_entry_points():
             register_model()
-        if force:
-            add_tasks_to_task_manager()
+        add_tasks_to_task_manager()
     except Exception as exc:  # a broken hook must never break the interpreter
         if force:
             raise

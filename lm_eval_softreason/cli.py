@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         print(help_header())
 
     from lm_eval_softreason.autoload import install
+    from lm_eval_softreason.outputs import guard_cli_run
 
     install(force=True)
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm-eval", *args]
+    guard_cli_run()
     cli_evaluate()
 
 

@@ -8,7 +8,9 @@ When transformers or lm-eval change one of these, this module is the one to fix:
   ``past_key_values`` (deprecated by 5.x, removed in 5.40) before that; the ``embed_scale``
   that scaled embedding modules (Gemma 3's) multiply looked-up rows by;
 * lm-eval 0.4: the task index's entry kinds (``lm_eval.tasks._index``) and its YAML loader
-  (``lm_eval.tasks._yaml_loader``), both private modules.
+  (``lm_eval.tasks._yaml_loader``), both private modules, and ``TaskManager``'s index
+  (``_index`` and the name lists built from it), to add our tasks beneath all others; where ``EvaluationTracker`` writes
+  the aggregated results (``date_id``, the file names), which it reports only in its log.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import functools
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import torch
-from transformers import DynamicCache, PreTrainedModel
+from typing import TYPE_CHECKING
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]
+if TYPE_CHECKING:  # torch and transformers load only when a function needs them: the task
+    import torch  # hook below runs in every lm-eval CLI process, most of which never use them
+    from transformers import DynamicCache, PreTrainedModel
+
+KV = list[tuple["torch.Tensor", "torch.Tensor"]]
 # lm-eval index entry kinds that are single tasks (the others are groups and tags).
 TASK_KINDS = ("task", "py_task")
 
@@ -33,6 +38,8 @@ def consumed_embeddings(model: PreTrainedModel) -> torch.Tensor:
     """The input embedding table as the model consumes it, ``[vocab, hidden]``: the rows that
     ``get_input_embeddings()(ids)`` returns. Scaled embedding modules (Gemma 3's) multiply the
     stored weight by ``embed_scale`` on lookup; the plain table is returned without a copy."""
+    import torch
+
     module = model.get_input_embeddings()
     table = module.weight.detach()
     scale = getattr(module, "embed_scale", None)
@@ -41,6 +48,8 @@ def consumed_embeddings(model: PreTrainedModel) -> torch.Tensor:
 
 def new_cache(model: PreTrainedModel, layers: KV | None = None) -> DynamicCache:
     """A KV cache for ``model``, empty or holding ``layers`` (keys, values per layer)."""
+    from transformers import DynamicCache
+
     if layers is None:
         return DynamicCache(config=model.config)
     return DynamicCache(ddp_cache_data=layers, config=model.config)
@@ -71,6 +80,28 @@ def _cache_kwarg(model_class: type) -> str:
 # ------------------------------------------------------------------------------------ lm-eval
 
 
+def add_tasks_beneath(manager: Any, folder: str) -> None:
+    """Index ``folder``'s tasks into ``manager`` under the names it does not have yet: as if
+    ``--include_path`` named the folder, at the lowest priority, so a stock or user task of the
+    same name always wins and lm-eval logs no "overrides existing task"."""
+    from collections import defaultdict
+
+    from lm_eval.tasks._index import Kind, TaskIndex
+
+    new = {name: entry for name, entry in TaskIndex.build([Path(folder)]).items()
+           if name not in manager._index}
+    if not new:
+        return
+    manager._index.update(new)
+    kinds = defaultdict(list)
+    for name, entry in manager._index.items():
+        kinds[entry.kind].append(name)
+    manager._all_tasks = sorted(manager._index)
+    manager._all_subtasks = sorted(kinds[Kind.TASK] + kinds[Kind.PY_TASK])
+    manager._all_groups = sorted(kinds[Kind.GROUP])
+    manager._all_tags = sorted(kinds[Kind.TAG])
+
+
 def load_task_yaml(path: str | Path) -> dict[str, Any]:
     """A task YAML with its includes merged and ``!function`` references imported."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -88,3 +119,41 @@ def entry_config(entry: Any) -> dict[str, Any]:
     if entry.yaml_path is not None:
         return load_task_yaml(entry.yaml_path)
     return dict(entry.cfg or {})
+
+
+_NOT_SAVED: list[Callable[[], Exception]] = []
+
+
+def raise_when_results_not_saved(make_error: Callable[[], Exception]) -> None:
+    """Make ``EvaluationTracker.save_results_aggregated`` raise ``make_error()`` when it wrote
+    no results file (it catches every error itself and only logs a warning). Installed once;
+    the latest ``make_error`` wins."""
+    from lm_eval.loggers.evaluation_tracker import EvaluationTracker
+
+    _NOT_SAVED[:] = [make_error]
+    original = EvaluationTracker.save_results_aggregated
+    if getattr(original, "_softreason_guard", False):
+        return
+
+    @functools.wraps(original)
+    def save_results_aggregated(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        written = _results_file(self)
+        if self.output_path and (written is None or not written.is_file()):
+            raise _NOT_SAVED[0]()
+
+    save_results_aggregated._softreason_guard = True  # type: ignore[attr-defined]
+    EvaluationTracker.save_results_aggregated = save_results_aggregated  # type: ignore[method-assign]
+
+
+def _results_file(tracker: Any) -> Path | None:
+    """The aggregated results file of the tracker's last save, as lm-eval 0.4 names it; None
+    if the save stopped before naming it."""
+    date_id = getattr(tracker, "date_id", None)
+    if date_id is None:
+        return None
+    path = Path(tracker.output_path)
+    if path.suffix == ".json":
+        return path.with_name(f"{path.stem}_{date_id}.json")
+    name = tracker.general_config_tracker.model_name_sanitized
+    return path / str(name) / f"results_{date_id}.json"

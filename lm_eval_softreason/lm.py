@@ -39,6 +39,7 @@ from lm_eval_softreason.objectives import (
     resolve_coherence,
     resolve_verifier_spec,
 )
+from lm_eval_softreason.outputs import guard_cli_run
 from lm_eval_softreason.runner import PHASES, WindowedRunner
 from lm_eval_softreason.search import SoftReasonSearch
 from lm_eval_softreason.settings import prompt_sha
@@ -162,7 +163,9 @@ class SoftReasonMixin:
         self._warnings = []
 
     def _apply_config(self, cfg: SoftReasonConfig) -> None:
-        """Validate and resolve everything a configuration names, before any model work."""
+        """Validate and resolve everything a configuration names, and where an lm-eval CLI
+        run will write its results, before any model work."""
+        guard_cli_run(cfg.trace_path)
         self._coherence_fn = resolve_coherence(cfg.coherence)
         self._verifier_spec = resolve_verifier_spec(cfg.verifier)
         self.sr_config = cfg

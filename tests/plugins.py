@@ -43,3 +43,13 @@ def two_argument_coherence(logprobs, length) -> float:
 def no_argument_verifier() -> list[float]:
     """Not a VerifierFn: takes no request."""
     return []
+
+
+def blocks_the_output_path(request: VerifyRequest) -> list[float]:
+    """Puts a regular file where ``$BLOCK_PATH`` names the run's output folder, mid-run, so
+    lm-eval's save fails after every answer is in; rewards nothing."""
+    import os
+    from pathlib import Path
+
+    Path(os.environ["BLOCK_PATH"]).touch()
+    return [0.0] * len(request.candidates)

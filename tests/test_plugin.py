@@ -30,7 +30,7 @@ from lm_eval.api.registry import model_registry
 from lm_eval.tasks import TaskManager
 print(json.dumps({
     "models": {name: str(target) for name, target in model_registry.items()},
-    "task_manager_init": TaskManager.__init__.__module__,
+    "tasks": TaskManager(include_path=sys.argv[1], include_defaults=False).all_tasks,
     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     "our_modules": sorted(m for m in sys.modules if m.startswith("lm_eval_softreason")),
     "torch": "torch" in sys.modules,
@@ -40,6 +40,8 @@ print(json.dumps({
 SVAMP = [{"ID": f"chal-{i}", "Body": f"Tom had {i + 3} apples.", "Question": "He ate 2. How many are left?",
           "Equation": f"( {i + 3}.0 - 2.0 )", "Answer": float(i + 1), "Type": "Subtraction"}
          for i in range(3)]
+GSM8K = [{"question": f"Ann has {i + 2} pens and buys 3. How many pens?",
+          "answer": f"{i + 2} + 3 = {i + 5}\n#### {i + 5}"} for i in range(6)]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,10 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     (root / "svamp").mkdir()
     (root / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP))
+    (root / "gsm8k").mkdir()
+    for split in ("train", "test"):
+        (root / "gsm8k" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                              for r in GSM8K))
     return str(root)
 
 
@@ -85,25 +91,31 @@ def probe(tmp_path, **env):
     """Run PROBE as the lm-eval CLI with a bad SOFTREASON_DATA_DIR; return what it printed."""
     script = tmp_path / "lm_eval"
     script.write_text(PROBE)
+    (tmp_path / "no-tasks").mkdir(exist_ok=True)
     base = {k: v for k, v in os.environ.items()
             if k not in ("OMP_WAIT_POLICY", "LM_EVAL_SOFTREASON_AUTOLOAD")}
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "no-tasks")],
+                         capture_output=True, text=True,
                          timeout=300, env={**base, "SOFTREASON_DATA_DIR": BAD_DATA_DIR, **env})
     assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
     return json.loads(out.stdout)
 
 
-def test_hook_registers_the_model_name_and_nothing_else(tmp_path):
-    """With the hook, the lm-eval CLI starts exactly as without it (LM_EVAL_SOFTREASON_AUTOLOAD=0)
-    except for one lazy registry entry: TaskManager is lm-eval's own, no environment default is
-    set, and neither torch nor our model, tasks or data loaders are imported."""
+def test_hook_registers_our_models_and_tasks_and_nothing_else(tmp_path):
+    """With the hook, the lm-eval CLI starts as without it (LM_EVAL_SOFTREASON_AUTOLOAD=0)
+    but for lazy registry entries and our tasks in every TaskManager: no environment default is
+    set, and neither torch nor our model or data loaders are imported."""
     off = probe(tmp_path, LM_EVAL_SOFTREASON_AUTOLOAD="0")
     on = probe(tmp_path)
     assert "softreason" not in off["models"] and "hf" in off["models"]
-    assert on == {**off, "models": {**off["models"], **MODELS}}
-    assert off["task_manager_init"] == "lm_eval.tasks.manager"
+    assert off["tasks"] == []
+    assert {"svamp", "svamp_cot", "gsm8k_offline", "softreason_offline"} <= set(on["tasks"])
+    assert on == {**off, "models": {**off["models"], **MODELS}, "tasks": on["tasks"],
+                  "our_modules": on["our_modules"]}
     assert off["omp_wait_policy"] is None and off["torch"] is False
     assert off["our_modules"] == ["lm_eval_softreason", "lm_eval_softreason.autoload"]
+    assert on["our_modules"] == ["lm_eval_softreason", "lm_eval_softreason.autoload",
+                                 "lm_eval_softreason.compat", "lm_eval_softreason.tasks_path"]
 
 
 @pytest.fixture
@@ -117,11 +129,11 @@ def hook_calls(monkeypatch):
     return calls
 
 
-def test_hook_registers_the_model_only(hook_calls):
+def test_hook_registers_the_models_and_tasks(hook_calls):
     autoload.install()
-    assert hook_calls == ["model"]
-    autoload.install(force=True)  # the console script: tasks too
-    assert hook_calls == ["model", "model", "tasks"]
+    assert hook_calls == ["model", "tasks"]
+    autoload.install(force=True)  # the console script: the same
+    assert hook_calls == ["model", "tasks", "model", "tasks"]
 
 
 def test_hook_steps_aside_where_lm_eval_reads_entry_points(hook_calls, monkeypatch):
@@ -132,9 +144,7 @@ def test_hook_steps_aside_where_lm_eval_reads_entry_points(hook_calls, monkeypat
     monkeypatch.setattr(lm_eval.api.registry, "load_plugins", lambda group, registry: [],
                         raising=False)
     assert autoload.harness_reads_entry_points()
-    autoload.install()
-    assert hook_calls == []
-    autoload.install(force=True)  # our tasks still need the console script
+    autoload.install()  # upstream reads no task entry points: our tasks still come from us
     assert hook_calls == ["tasks"]
 
 
@@ -265,19 +275,73 @@ def test_console_script_adds_our_tasks_beside_stock_ones(tmp_path):
 
 
 @pytest.mark.slow
-def test_stock_lm_eval_cli_runs_softreason_on_svamp(tiny_model_dir, data_dir, tmp_path):
-    """The stock `lm_eval` command: model found through the .pth hook, our tasks through
-    --include_path, results table printed and results JSON carrying our settings."""
+def test_stock_lm_eval_cli_runs_softreason_on_our_tasks(tiny_model_dir, data_dir, tmp_path):
+    """The mission's command on the stock `lm_eval`, offline: model and tasks found through
+    the .pth hook, no --include_path; results table printed, results JSON with our settings."""
     out = run([str(BIN / "lm_eval"), "--model", "softreason", "--model_args",
                f"pretrained={tiny_model_dir},max_rounds=1,n_init=2,batch=2,proj_dim=4,"
-               "verifier_max_tokens=4", "--include_path", tasks_dir(),
-               "--tasks", "svamp", "--limit", "2", "--gen_kwargs", "max_gen_toks=6",
-               "--output_path", str(tmp_path / "out")], data_dir, tmp_path)
+               "verifier_max_tokens=4", "--tasks", "gsm8k_offline,svamp", "--limit", "2",
+               "--gen_kwargs", "max_gen_toks=6", "--output_path", str(tmp_path / "out")],
+              data_dir, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "|svamp|" in out.stdout and "exact_match" in out.stdout
+    assert re.search(r"^\|svamp +\|", out.stdout, re.M), out.stdout
+    assert re.search(r"^\|gsm8k_offline\|", out.stdout, re.M), out.stdout
+    assert "overrides existing task" not in out.stderr
     results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
     assert results["config"]["softreason"]["max_rounds"] == 1
-    assert results["config"]["softreason_stats"]["questions"] == 2
+    assert results["config"]["softreason_stats"]["questions"] == 4
+
+
+@pytest.fixture(scope="module")
+def stock_task_names():
+    """Every task, group and tag name of the installed lm-eval (its full index, ~15 s)."""
+    from lm_eval.tasks import TaskManager
+
+    return set(TaskManager().all_tasks)
+
+
+@pytest.mark.slow
+def test_our_task_names_are_not_stock_ones(stock_task_names):
+    """Ours sit beneath stock tasks, so a stock task of the same name would hide ours: this
+    fails the day an lm-eval release adds one of our names."""
+    from lm_eval.tasks import TaskManager
+
+    ours = set(TaskManager(include_path=tasks_dir(), include_defaults=False).all_tasks)
+    assert {"svamp", "svamp_cot", "gsm8k_offline", "softreason_offline"} <= ours
+    assert ours & stock_task_names == set()
+
+
+@pytest.mark.slow
+def test_stock_ls_and_validate_see_our_tasks_beneath_a_users(tmp_path, data_dir):
+    """`lm-eval ls tasks` and `lm-eval validate` without --include_path list our tasks; a
+    user's --include_path task of the same name wins, silently; stock gsm8k stays stock."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "svamp.yaml").write_text("task: svamp\ndataset_path: local/mine\n"
+                                     "output_type: generate_until\ntest_split: test\n"
+                                     "doc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n")
+    out = run([str(BIN / "lm-eval"), "ls", "tasks", "--include_path", str(user)], data_dir,
+              tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "overrides existing task" not in out.stderr
+    rows = {cells[0]: cells[1] for line in out.stdout.splitlines()
+            if (cells := [c.strip() for c in line.strip("|").split("|")]) and len(cells) > 1}
+    assert rows["svamp"] == str(user / "svamp.yaml")
+    assert rows["svamp_cot"] == str(Path(tasks_dir()) / "svamp" / "svamp_cot.yaml")
+    assert rows["gsm8k"] == "lm_eval/tasks/gsm8k/gsm8k.yaml"
+    valid = run([str(BIN / "lm-eval"), "validate", "--tasks", "svamp,gsm8k_offline"],
+                data_dir, tmp_path)
+    assert valid.returncode == 0, valid.stdout + valid.stderr[-3000:]
+    assert "Tasks not found" not in valid.stdout
+    assert "overrides existing task" not in valid.stderr
+
+
+@pytest.mark.slow
+def test_hook_off_means_no_tasks_of_ours(tmp_path, data_dir):
+    out = run([str(BIN / "lm-eval"), "validate", "--tasks", "svamp"], data_dir, tmp_path,
+              LM_EVAL_SOFTREASON_AUTOLOAD="0")
+    assert (out.returncode, out.stdout) == (1, "Validating tasks: ['svamp']\nTasks not found: "
+                                                "svamp\n")
 
 
 @pytest.mark.slow
