@@ -267,6 +267,13 @@ class SoftReasonMixin:
                 self._verifier = as_batch_verifier(spec)
         return self._verifier
 
+    def rows_per_question(self) -> int:
+        """The most rows one question decodes in one round (its candidates, samples or
+        branches; a ``single_*`` verifier sends one prompt per candidate, no more)."""
+        cfg = self.sr_config
+        return {"softreason": max(cfg.n_init, cfg.batch), "sample": cfg.n_samples,
+                "fire": cfg.n_samples, "cot_decoding": cfg.top_k}.get(cfg.mode, 1)
+
     def _max_active(self) -> int:
         """Questions in flight. ``auto``: enough to fill one decode batch (rows per question
         from the mode), at most as many prompt states of ``AUTO_WINDOW_PROMPT_TOKENS`` tokens
@@ -276,9 +283,7 @@ class SoftReasonMixin:
             return int(cfg.max_active)
         import psutil
 
-        rows = {"softreason": max(cfg.n_init, cfg.batch), "sample": cfg.n_samples,
-                "fire": cfg.n_samples, "cot_decoding": cfg.top_k}.get(cfg.mode, 1)
-        fill = max(1, self.row_batch_size() // rows)
+        fill = max(1, self.row_batch_size() // self.rows_per_question())
         per_question = self.engine.state_bytes_per_token() * min(self.max_length,
                                                                  AUTO_WINDOW_PROMPT_TOKENS)
         fit = int(psutil.virtual_memory().available * 0.25 // max(1, per_question))

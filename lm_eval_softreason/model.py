@@ -60,10 +60,13 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
         return ids[0].tolist()
 
     def row_batch_size(self) -> int:
-        """Rows decoded together. ``batch_size=auto`` means: as many as fit a KV budget of a
-        quarter of free memory for 1,024-token rows, capped at 64 (OOM still halves it)."""
+        """Rows decoded together: ``batch_size``, but never fewer than one question's rows of
+        a round (lm-eval's ``batch_size`` counts requests, and it passes 1 when the flag is
+        left out; a question is one request). ``batch_size=auto``: as many rows as fit a KV
+        budget of a quarter of free memory for 1,024-token rows, capped at 64 (OOM still
+        halves it)."""
         if self.batch_size != "auto":
-            return int(self.batch_size)
+            return max(int(self.batch_size), self.rows_per_question())
         import psutil
 
         per_row = kv_bytes_per_token(self._model) * 1024
@@ -71,3 +74,9 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
         size = max(1, min(AUTO_BATCH_CAP, fit))
         log.info("batch_size=auto: decoding up to %d rows at once", size)
         return size
+
+    def _apply_config(self, cfg: SoftReasonConfig) -> None:
+        """A new configuration may have more rows per question: the decoder follows."""
+        super()._apply_config(cfg)
+        if hasattr(self, "engine"):
+            self.engine.decoder.max_batch = self.row_batch_size()

@@ -140,3 +140,23 @@ def test_sample_mode_is_seeded(configure):
     reqs = [request(QUESTIONS[0])]
     assert configure(mode="sample", n_samples=3).generate_until(reqs) == \
         configure(mode="sample", n_samples=3).generate_until(reqs)
+
+
+def test_one_questions_rows_share_a_batch_whatever_batch_size_says(tiny_model_dir):
+    """lm-eval passes batch_size=1 when the flag is left out; it counts requests, and a
+    question is one request, so its candidates still decode as one batch (not one by one)."""
+    from lm_eval_softreason.model import SoftReasonLM
+    from tests.helpers import FAST, QUESTIONS, request
+
+    lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=1,
+                      **{**FAST, "verifier": "single_generate"})
+    sizes: list[int] = []
+    chunk = lm.engine.decoder._decode_chunk
+    lm.engine.decoder._decode_chunk = lambda rows, *a: sizes.append(len(rows)) or chunk(rows, *a)
+    lm.generate_until([request(QUESTIONS[0])])
+    # initial round: 3 candidates, then their 3 verifier prompts; the BO round: 2 and 2
+    assert (lm.engine.decoder.max_batch, sizes) == (3, [3, 3, 2, 2])
+    lm.configure(mode="sample", n_samples=4)
+    sizes.clear()
+    lm.generate_until([request(QUESTIONS[0])])
+    assert (lm.engine.decoder.max_batch, sizes) == (4, [4])
