@@ -33,9 +33,10 @@ from typing import Any
 
 from lm_eval_softreason import digest
 from lm_eval_softreason.answers import answers_match
-from lm_eval_softreason.rescore import read_jsonl
+from lm_eval_softreason.rescore import RescoreError, check_trace, read_jsonl
 from lm_eval_softreason.selection import majority
 from lm_eval_softreason.settings import cell_stem
+from lm_eval_softreason.trace import read_trace
 
 
 def flexible_samples(path: Path) -> dict[str, dict[str, Any]]:
@@ -53,16 +54,16 @@ def gold_answer(target: Any) -> str:
 
 
 def join(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
-    """One record per question: its trace line plus gold and lm-eval's score."""
-    cells = out / "cells"
-    samples = flexible_samples(cells / f"{cell_stem(task, strategy)}.samples.jsonl")
-    joined = []
-    for t in read_jsonl(cells / f"{cell_stem(task, strategy)}.trace.jsonl"):
-        s = samples.get(t["prompt_sha"])
-        if s is None:
-            raise SystemExit(f"trace line {t['prompt_sha']} matches no sample")
-        joined.append({**t, "gold": gold_answer(s["target"]), "score": float(s["exact_match"])})
-    return joined
+    """One record per question: its trace line plus gold and lm-eval's score. A trace that is
+    not the cell's own (``rescore.check_trace``) is refused."""
+    stem = out / "cells" / cell_stem(task, strategy)
+    samples_path = stem.with_name(stem.name + ".samples.jsonl")
+    trace_path = stem.with_name(stem.name + ".trace.jsonl")
+    records = read_trace(trace_path)
+    check_trace(records, {samples_path: read_jsonl(samples_path)}, trace_path)
+    samples = flexible_samples(samples_path)
+    return [{**t, "gold": gold_answer(samples[t["prompt_sha"]]["target"]),
+             "score": float(samples[t["prompt_sha"]]["exact_match"])} for t in records]
 
 
 def other_scores(folder: Path, task: str, strategy: str) -> dict[str, float] | None:
@@ -184,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                         "folder (repeatable); the folder's own greedy cell is always compared")
     args = p.parse_args(argv)
     out = Path(args.out)
-    records = join(out, args.task, args.strategy)
+    try:
+        records = join(out, args.task, args.strategy)
+    except RescoreError as exc:
+        p.error(str(exc))
     others = [(out, "greedy")] if args.strategy != "greedy" else []
     for spec in args.versus:
         folder, _, strategy = spec.rpartition(":")

@@ -33,7 +33,7 @@ from lm_eval_softreason.config import ConfigError
 from lm_eval_softreason.objectives import check_takes_one_argument, import_callable
 from lm_eval_softreason.report import render_table
 from lm_eval_softreason.selection import SELECTS, Generation, rank
-from lm_eval_softreason.settings import prompt_sha
+from lm_eval_softreason.settings import fingerprint, prompt_sha
 from lm_eval_softreason.trace import read_trace
 
 # A selection rule: one trace record in, the chosen candidate's full text out.
@@ -137,6 +137,79 @@ def index_trace(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                f"the trace of one run")
         out[sha] = r
     return out
+
+
+def sample_sha(row: dict[str, Any]) -> str:
+    """A sample's key in the trace (``settings.prompt_sha``): the first 16 hex of its logged
+    ``prompt_hash``, or the hash of its prompt where none was logged."""
+    return row["prompt_hash"][:16] if "prompt_hash" in row else prompt_sha(request_args(row)[0])
+
+
+def results_beside(samples: Path) -> Path | None:
+    """The results file written with a samples file: a ``compare`` cell's ``<stem>.json``
+    beside ``<stem>.samples.jsonl``, or lm-eval's ``results_<time>.json`` beside
+    ``samples_<task>_<time>.jsonl``; None where there is none."""
+    name = samples.name
+    if name.endswith(".samples.jsonl"):
+        path = samples.with_name(name.removesuffix(".samples.jsonl") + ".json")
+    elif name.startswith("samples_") and name.endswith(".jsonl"):
+        path = samples.with_name(f"results_{samples.stem.rsplit('_', 1)[-1]}.json")
+    else:
+        return None
+    return path if path.is_file() else None
+
+
+def run_settings(results: Path) -> dict[str, Any] | None:
+    """The softreason settings a results file records: ``config.softreason`` of lm-eval's
+    results, ``lm_eval_config.softreason`` of a compare cell; None for another model's run."""
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RescoreError(f"{results}: not a readable results file ({exc})") from None
+    config = data.get("config") or data.get("lm_eval_config") or {}
+    return config.get("softreason")
+
+
+def check_trace(records: list[dict[str, Any]], samples: dict[Path, list[dict[str, Any]]],
+                trace: Path) -> None:
+    """Refuse a trace whose records do not belong to the run that wrote ``samples`` (each
+    samples file with its rows), naming the first record that does not: its ``prompt_sha``
+    must be one of the samples' prompts, and its ``config`` (``SoftReasonConfig.fingerprint``)
+    the fingerprint of the ``config.softreason`` in the results file beside that samples file,
+    where there is one. A trace of the same prompts under other settings (``sigma=3`` against a
+    ``sigma=1`` run) would otherwise be re-selected, diagnosed or shown as that run's.
+
+    Records of a task none of whose prompts are in ``samples`` are left alone (a trace of a
+    multi-task run, given one task's samples); a trace none of whose records match is refused.
+    rescore, diagnose and view all check here.
+    """
+    where = {sample_sha(row): path for path, rows in samples.items() for row in rows}
+    tasks = {r.get("task") for r in records if r.get("prompt_sha") in where}
+    expected: dict[Path, tuple[Path, str | None] | None] = {}  # samples -> results, its hash
+    for number, record in enumerate(records, 1):
+        sha = record.get("prompt_sha")
+        name = f"{trace} record {number} (task {record.get('task')}, prompt_sha {sha})"
+        path = where.get(sha)
+        if path is None:
+            if tasks and record.get("task") not in tasks:
+                continue
+            raise RescoreError(f"{name} is not from this run: its prompt is in none of "
+                               f"{', '.join(sorted(str(p) for p in samples))}")
+        if path not in expected:
+            results = results_beside(path)
+            settings = run_settings(results) if results is not None else None
+            expected[path] = None if results is None else (
+                results, fingerprint(settings) if settings else None)
+        if expected[path] is None:
+            continue
+        results, want = expected[path]
+        if want is None:
+            raise RescoreError(f"{name} is not from this run: {results} records no "
+                               f"softreason settings (config.softreason)")
+        if record.get("config") != want:
+            raise RescoreError(f"{name} is not from this run: its settings fingerprint "
+                               f"(config) is {record.get('config')}, but {results}'s "
+                               f"config.softreason fingerprints to {want}")
 
 
 def task_of(rows: list[dict[str, Any]], trace: dict[str, dict[str, Any]], path: Path) -> str:
@@ -299,10 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = list(args.samples) + (samples_in(args.results) if args.results else [])
         if not paths:
             raise RescoreError("give --samples FILE or --results DIR")
-        trace = index_trace(read_trace(args.trace))
+        records = read_trace(args.trace)
+        samples = {path: read_jsonl(path) for path in paths}
+        check_trace(records, samples, args.trace)
+        trace = index_trace(records)
         by_task: dict[str, list[dict[str, Any]]] = {}
-        for path in paths:
-            rows = read_jsonl(path)
+        for path, rows in samples.items():
             name = task_of(rows, trace, path)
             if name in by_task:
                 raise RescoreError(f"two samples files of task {name!r}; pass one with --samples")

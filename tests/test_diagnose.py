@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_softreason import diagnose
+from lm_eval_softreason.config import SoftReasonConfig
 
 
 def _cand(answer, r_verifier, tokens=10):
@@ -16,7 +17,8 @@ def _cand(answer, r_verifier, tokens=10):
             "tokens": tokens}
 
 
-def _write(folder: Path, strategy: str, questions: list[dict]) -> None:
+def _write(folder: Path, strategy: str, questions: list[dict], config: str | None = None
+           ) -> None:
     cells = folder / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     with (cells / f"svamp__{strategy}.samples.jsonl").open("w") as f:
@@ -26,9 +28,11 @@ def _write(folder: Path, strategy: str, questions: list[dict]) -> None:
                                     "filter": flt, "exact_match": score}) + "\n")
     with (cells / f"svamp__{strategy}.trace.jsonl").open("w") as f:
         for q in questions:
-            f.write(json.dumps({"prompt_sha": q["sha"], "candidates": q["cands"],
-                                "verifier_answers": q["verifier"], "rounds": 2,
-                                "stop_reason": "converged", "fallback": None}) + "\n")
+            f.write(json.dumps({"task": "svamp", "prompt_sha": q["sha"],
+                                "candidates": q["cands"], "verifier_answers": q["verifier"],
+                                "rounds": 2,
+                                "stop_reason": "converged", "fallback": None,
+                                "config": config}) + "\n")
 
 
 def test_figures_of_a_known_folder(tmp_path):
@@ -138,3 +142,26 @@ def test_truncated_candidates_are_counted_against_the_cap(tmp_path):
     text = "\n".join(diagnose.diagnose(records, max_gen_toks=64))
     assert ("candidates at the 64-token generation cap: 2/3 = 66.7%; right among them: "
             "1/2 = 50.0%; among the others: 1/1 = 100.0%") in text
+
+
+@pytest.mark.fault("a cell's trace written under other settings (sigma=3 beside a sigma=1 cell)",
+                   "diagnose refuses (exit 2), naming the first record and both fingerprints")
+def test_a_trace_under_other_settings_is_refused(tmp_path, capsys):
+    q = {"sha": "a" * 16, "gold": "3", "score": 1.0, "verifier": ["3"], "cands": [_cand("3", 1.0)]}
+    _write(tmp_path, "softreason", [q], config=SoftReasonConfig(sigma=3.0).fingerprint())
+    cell = tmp_path / "cells" / "svamp__softreason.json"
+    sigma1 = SoftReasonConfig().public_dict()
+    cell.write_text(json.dumps({"schema": 1, "task": "svamp", "strategy": "softreason",
+                                "lm_eval_config": {"softreason": sigma1}}))
+    with pytest.raises(SystemExit) as exit_:
+        diagnose.main(["--out", str(tmp_path), "--task", "svamp"])
+    assert exit_.value.code == 2
+    trace = tmp_path / "cells" / "svamp__softreason.trace.jsonl"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"lm-eval-softreason diagnose: error: {trace} record 1 (task svamp, prompt_sha "
+        f"{'a' * 16}) is not from this run: its settings fingerprint (config) is "
+        f"{SoftReasonConfig(sigma=3.0).fingerprint()}, but {cell}'s config.softreason "
+        f"fingerprints to {SoftReasonConfig().fingerprint()}")
+    # the cell's own settings: diagnosed
+    _write(tmp_path, "softreason", [q], config=SoftReasonConfig().fingerprint())
+    assert diagnose.main(["--out", str(tmp_path), "--task", "svamp"]) == 0

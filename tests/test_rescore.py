@@ -13,6 +13,7 @@ import pytest
 
 from lm_eval_softreason import compare, curves, rescore
 from lm_eval_softreason.cli import main as cli_main
+from lm_eval_softreason.config import SoftReasonConfig
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
 from tests.helpers import FAST
@@ -218,6 +219,31 @@ def test_cli_prints_and_writes_original_and_rescored(run, capsys, monkeypatch):
     for key, m in metrics.items():
         assert m["rescored"] == m["original"] == results["results"]["svamp"][key]
         assert m["changed"] == 0 and m["n"] == len(SVAMP_ROWS)
+
+
+@pytest.mark.fault("the trace of a sigma=3 run given with a sigma=1 run's results",
+                   "rescore refuses (exit 2), naming the first record and both fingerprints")
+def test_a_trace_of_another_run_is_refused(run, configure, capsys, tmp_path):
+    """The run's questions searched again under sigma=3: the same prompts, so they join, but
+    another run's candidates. rescore used to re-select from them as the run's own."""
+    from lm_eval.api.instance import Instance
+
+    other = tmp_path / "sigma3.jsonl"
+    lm = configure(sigma=3.0, trace_path=str(other))
+    lm.generate_until([Instance("generate_until", r["doc"], rescore.request_args(r), idx=0,
+                                metadata=("svamp", r["doc_id"], 1))
+                       for r in run["rows"] if r["filter"] == "flexible-extract"])
+    (results,) = (run["dir"] / "out").rglob("results_*.json")
+    first = read_trace(other)[0]
+    with pytest.raises(SystemExit) as exit_:
+        rescore.main(["--trace", str(other), "--results", str(run["dir"] / "out"),
+                      "--select", "best"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"lm-eval-softreason rescore: error: {other} record 1 (task svamp, prompt_sha "
+        f"{first['prompt_sha']}) is not from this run: its settings fingerprint (config) is "
+        f"{SoftReasonConfig(**FAST, sigma=3.0).fingerprint()}, but {results}'s "
+        f"config.softreason fingerprints to {SoftReasonConfig(**FAST).fingerprint()}")
 
 
 def test_vote_rescores_a_hand_made_trace_where_it_differs(run):
