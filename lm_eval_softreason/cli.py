@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "compare lm-eval results with a baseline; exit 1 on a regression"),
     "rescore": ("lm_eval_softreason.rescore:main",
                 "re-select a finished run's answers under another rule and re-score them"),
+    "view": ("lm_eval_softreason.view:main",
+             "one self-contained HTML page to read a run question by question"),
 }
 HELP_FLAGS = ("-h", "--help")
 
