@@ -554,6 +554,7 @@ class Runner:
             results, cell_wall = self._evaluate(lm, task, task, use_cache=paths["cache"])
         finally:
             close_cache(lm)
+            lm.close_trace()  # unlocked: a rerun in this process may write it again
         counted = lm.get_model_info()["softreason_stats"]  # this attempt's questions only
         progress["attempts"][-1]["wall_time_s"] = counted["wall_time_s"]
         stats = trace_stats(read_trace(paths["trace"]),

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from lm_eval_softreason.errors import UserError
 from lm_eval_softreason.selection import SELECTS
 from lm_eval_softreason.settings import fingerprint, result_args
 
@@ -20,7 +21,7 @@ SEARCHES = ("bo", "random")
 SIGMA_SCALES = ("absolute", "embedding_std")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A model_arg has a value we cannot use; the message names it and what is allowed."""
 
 
@@ -107,6 +108,9 @@ class SoftReasonConfig:
         if self.max_fallback_rate > 1:
             raise ConfigError(f"model_arg max_fallback_rate={self.max_fallback_rate!r} is out "
                               f"of range; allowed: 0 to 1")
+        if self.trace_path is not None and not str(self.trace_path).strip():
+            raise ConfigError(f"model_arg trace_path={self.trace_path!r} is empty; give a file "
+                              f"path, or leave trace_path out for no trace")
         for name in ("verifier", "coherence"):
             value = getattr(self, name)
             if not (callable(value) or (isinstance(value, str) and value)):

@@ -12,6 +12,10 @@ variable unset (or empty), SVAMP, which lm-eval lacks, comes from the Hugging Fa
 not: the ``gsm8k*_offline`` tasks exist only to read local files (lm-eval's own ``gsm8k`` tasks
 are the Hub version), so they fail with an error that says so.
 
+lm-eval loads a task's data only after the model; :func:`check_data_dir` reads the same files
+with the same checks (an empty file too) earlier: our models run it before loading, and our
+console script for the files of the requested tasks (:func:`task_files`).
+
 lm-eval calls a loader as ``loader(**metadata, **dataset_kwargs)``, so loaders take ``**kwargs``
 (task metadata, CLI ``model_args``) and ignore them.
 """
@@ -26,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import yaml
+
+from lm_eval_softreason.errors import UserError
 
 DATA_DIR_ENV = "SOFTREASON_DATA_DIR"
 GSM8K_FILES = ("gsm8k/train.jsonl", "gsm8k/test.jsonl")
@@ -42,7 +49,7 @@ _LAYOUT = (
 )
 
 
-class DataDirError(RuntimeError):
+class DataDirError(UserError):
     """``SOFTREASON_DATA_DIR`` does not hold readable data in the expected layout (or, for GSM8K,
     is unset)."""
 
@@ -77,6 +84,8 @@ def _read_jsonl(root: Path, path: Path) -> list[dict[str, Any]]:
     bad = next((i for i, ok in enumerate(complete) if not ok), None)
     if bad is not None:
         raise _read_error(root, path, ValueError(f"line {bad + 1} lacks 'question'/'answer'"))
+    if not rows:
+        raise _read_error(root, path, ValueError("it holds no problems"))
     return rows
 
 
@@ -84,16 +93,20 @@ def gsm8k(**kwargs: Any) -> datasets.DatasetDict:
     """GSM8K ``train`` (few-shot pool, 7473 rows) and ``test`` (1319 rows), fields unchanged."""
     root = data_dir()
     if root is None:
-        raise DataDirError(
-            f"the gsm8k*_offline tasks read local files, but {DATA_DIR_ENV} is unset: set it to "
-            "a folder holding gsm8k/train.jsonl and gsm8k/test.jsonl (fields question, answer "
-            "ending '#### N'), or run lm-eval's own gsm8k tasks, which load openai/gsm8k from "
-            "the Hugging Face Hub"
-        )
+        raise _gsm8k_unset_error()
     train, test = _local_files(root, GSM8K_FILES)
     return datasets.DatasetDict(
         train=datasets.Dataset.from_list(_read_jsonl(root, train)),
         test=datasets.Dataset.from_list(_read_jsonl(root, test)),
+    )
+
+
+def _gsm8k_unset_error() -> DataDirError:
+    return DataDirError(
+        f"the gsm8k*_offline tasks read local files, but {DATA_DIR_ENV} is unset: set it to "
+        "a folder holding gsm8k/train.jsonl and gsm8k/test.jsonl (fields question, answer "
+        "ending '#### N'), or run lm-eval's own gsm8k tasks, which load openai/gsm8k from "
+        "the Hugging Face Hub"
     )
 
 
@@ -161,7 +174,18 @@ def _svamp_rows_from_dir(root: Path) -> list[dict[str, Any]]:
     bad = next((i for i, r in enumerate(rows) if not set(SVAMP_FIELDS) <= r.keys()), None)
     if bad is not None:
         raise _read_error(root, path, ValueError(f"item {bad} lacks one of {SVAMP_FIELDS}"))
+    if not rows:
+        raise _read_error(root, path, ValueError("it holds no problems"))
     return rows
+
+
+def _svamp_test_rows(root: Path) -> list[dict[str, Any]]:
+    """The local SVAMP file's problems with ``question`` and ``target`` added."""
+    rows = _svamp_rows_from_dir(root)
+    try:
+        return [_svamp_row(r) for r in rows]
+    except (TypeError, ValueError) as exc:
+        raise _read_error(root, root / SVAMP_FILE, exc) from exc
 
 
 def svamp(**kwargs: Any) -> datasets.DatasetDict:
@@ -171,11 +195,84 @@ def svamp(**kwargs: Any) -> datasets.DatasetDict:
     a test problem; few-shot variants use fixed exemplars instead of a training split.
     """
     root = data_dir()
-    rows = _svamp_rows_from_hub() if root is None else _svamp_rows_from_dir(root)
-    try:
-        test = [_svamp_row(r) for r in rows]
-    except (TypeError, ValueError) as exc:
-        if root is None:
-            raise
-        raise _read_error(root, root / SVAMP_FILE, exc) from exc
+    if root is None:
+        test = [_svamp_row(r) for r in _svamp_rows_from_hub()]
+    else:
+        test = _svamp_test_rows(root)
     return datasets.DatasetDict(test=datasets.Dataset.from_list(test))
+
+
+# What each of our loaders reads under the data folder.
+LOADER_FILES: dict[str, tuple[str, ...]] = {"gsm8k": GSM8K_FILES, "svamp": (SVAMP_FILE,)}
+# Files that passed :func:`check_data_dir`, by (path, mtime, size): checked once per process.
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def check_data_dir(files: tuple[str, ...] | None = None) -> None:
+    """Read and validate the data files a run will load, before any model is loaded.
+
+    ``files`` are paths relative to the data folder (:func:`task_files` gives a run's); None
+    means every file of the layout that is there (a model does not know its run's tasks), and
+    a folder holding none of them is an error. lm-eval loads a task's data only after the
+    model, so without this a missing, empty or malformed file would cost a model load.
+    """
+    root = data_dir()
+    if root is None:
+        if files is not None and set(files) & set(GSM8K_FILES):
+            raise _gsm8k_unset_error()
+        return
+    if files is None:
+        if not root.is_dir():
+            _local_files(root, GSM8K_FILES + (SVAMP_FILE,))
+        files = tuple(f for f in GSM8K_FILES + (SVAMP_FILE,) if (root / f).exists())
+        if not files:
+            raise DataDirError(f"{DATA_DIR_ENV}={str(root)!r}: holds none of the expected "
+                               f"files; {_LAYOUT}")
+    for path in _local_files(root, files):
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key in _CHECKED:
+            continue
+        if path.name == Path(SVAMP_FILE).name:
+            _svamp_test_rows(root)
+        else:
+            _read_jsonl(root, path)
+        _CHECKED.add(key)
+
+
+def task_files(names: list[str]) -> tuple[str, ...]:
+    """The data files (relative to the data folder) that our tasks among ``names`` read,
+    by task or tag name; other names (lm-eval's tasks, a user's) add none."""
+    from lm_eval_softreason.tasks_path import tasks_dir
+
+    index = _task_index(Path(tasks_dir()))
+    wanted = {f for name in names for f in index.get(name, ())}
+    return tuple(f for f in GSM8K_FILES + (SVAMP_FILE,) if f in wanted)
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs, keeping ``!function`` values as their dotted path."""
+
+
+_TaskYamlLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _task_index(folder: Path) -> dict[str, set[str]]:
+    """Task and tag names of the YAMLs under ``folder`` -> the data files their loader reads
+    (an ``include`` d file's loader counts)."""
+
+    def config(path: Path) -> dict[str, Any]:
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader) or {}
+        if "include" in loaded:
+            loaded = {**config(path.parent / loaded["include"]), **loaded}
+        return loaded
+
+    index: dict[str, set[str]] = {}
+    for path in sorted(folder.rglob("*.yaml")):
+        cfg = config(path)
+        loader = str(cfg.get("custom_dataset", "")).rsplit(".", 1)[-1]
+        tags = cfg.get("tag", [])
+        for name in [cfg.get("task"), *([tags] if isinstance(tags, str) else tags)]:
+            if name:
+                index.setdefault(name, set()).update(LOADER_FILES.get(loader, ()))
+    return index

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from lm_eval_softreason.bayesopt import Proposer
 from lm_eval_softreason.baselines import CotDecoding, Fire, SelfConsistency
 from lm_eval_softreason.config import SoftReasonConfig
 from lm_eval_softreason.engines.base import Engine, PromptState
+from lm_eval_softreason.errors import RunRefused, UserError
 from lm_eval_softreason.extraction import get_answer_extractor
 from lm_eval_softreason.objectives import (
     NoVerifier,
@@ -42,10 +44,11 @@ from lm_eval_softreason.objectives import (
 from lm_eval_softreason.outputs import guard_cli_run
 from lm_eval_softreason.runner import PHASES, WindowedRunner
 from lm_eval_softreason.search import SoftReasonSearch
-from lm_eval_softreason.settings import prompt_sha
+from lm_eval_softreason.settings import CACHE_CONFIG_KEY, prompt_sha
 from lm_eval_softreason.strategy import Greedy, QuestionContext, Strategy
 from lm_eval_softreason.trace import TraceWriter
 from lm_eval_softreason.verifiers import MODEL_VERIFIERS
+from lm_eval_softreason.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,6 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fire": Fire,
     "cot_decoding": CotDecoding,
 }
-CACHE_CONFIG_KEY = "__lm_eval_softreason_config__"
 CACHE_SEARCHED_KEY = "__lm_eval_softreason_searched__"
 # max_active=auto sizes the window for prompts of this many tokens (longer ones still run).
 AUTO_WINDOW_PROMPT_TOKENS = 2048
@@ -113,7 +115,6 @@ class SoftReasonMixin:
 
     def _init_softreason(self, cfg: SoftReasonConfig) -> None:
         """State of the search side; ``_apply_config`` ran before the model was loaded."""
-        self._trace = TraceWriter(cfg.trace_path) if cfg.trace_path else None
         self._stats: dict[str, float] = {
             "questions": 0, "fallbacks": 0, "rounds": 0, "candidates": 0,
             "tokens_generated": 0, "tokens_prefilled": 0, "verifier_tokens": 0,
@@ -151,10 +152,14 @@ class SoftReasonMixin:
         if rest:
             raise ValueError(f"configure() takes softreason model_args only, not {sorted(rest)}")
         self._apply_config(cfg)
-        if self._trace is not None:
-            self._trace.close()
-        self._trace = TraceWriter(cfg.trace_path) if cfg.trace_path else None
         self.reset_stats()
+
+    def close_trace(self) -> None:
+        """Close the trace file, if one is open, so that another run may write it."""
+        trace = getattr(self, "_trace", None)
+        if trace is not None:
+            trace.close()
+        self._trace = None
 
     def reset_stats(self) -> None:
         """Zero the totals reported in ``get_model_info()["softreason_stats"]``."""
@@ -177,33 +182,57 @@ class SoftReasonMixin:
             if old is not None:
                 old.close()
             self._proposer = Proposer(cfg.bo_workers)
+        # Opened (and locked) here, before the model loads: a trace another run is writing
+        # is refused at start.
+        self.close_trace()
+        self._trace = TraceWriter(cfg.trace_path) if cfg.trace_path is not None else None
 
     def set_cache_hook(self, cache_hook: Any) -> None:
-        """Refuse a ``--use_cache`` database written under another configuration.
+        """Refuse a ``--use_cache`` database written under another configuration, or that
+        another process is writing; hold it locked until another hook replaces this one.
 
         lm-eval keys its cache on (prompt, gen_kwargs) only, so without this a result searched
         under one configuration (or by ``--model hf``) would be served for another.
         """
+        lock = getattr(self, "_cache_lock", None)
+        if lock is not None:
+            lock.release()
+        self._cache_lock = None
         db = getattr(cache_hook, "dbdict", None)
         if db is not None:
-            mine = {**self.model_identity(), **self.sr_config.public_dict()}
-            stored = db.get(CACHE_CONFIG_KEY)
-            if stored is None and len(db) > 0:
-                raise ValueError(
-                    "this --use_cache database already holds results of another model or "
-                    "strategy (it has no softreason configuration); give softreason its own "
-                    "--use_cache path"
-                )
-            if stored is not None and stored != mine:
-                diff = {k: (stored.get(k), mine.get(k)) for k in sorted(set(stored) | set(mine))
-                        if stored.get(k) != mine.get(k)}
-                raise ValueError(
-                    "this --use_cache database holds results of a different softreason "
-                    f"configuration (differences, cached vs now: {diff}); use another "
-                    "--use_cache path per configuration"
-                )
-            db[CACHE_CONFIG_KEY] = mine
+            lock = WriterLock(db.filename, "--use_cache database")
+            try:
+                self._guard_cache(db)
+            except BaseException:
+                lock.release()
+                raise
+            self._cache_lock = lock
         super().set_cache_hook(cache_hook)
+
+    def _guard_cache(self, db: Any) -> None:
+        """Check the settings a ``--use_cache`` database was written under against ours, and
+        record ours in a new one."""
+        mine = {**self.model_identity(), **self.sr_config.public_dict()}
+        try:
+            stored, size = db.get(CACHE_CONFIG_KEY), len(db)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"--use_cache database {db.filename} is not readable ({exc}); "
+                            f"move it aside or choose another --use_cache path") from None
+        if stored is None and size > 0:
+            raise UserError(
+                f"the --use_cache database {db.filename} already holds results of another "
+                "model or strategy (it has no softreason configuration); give softreason its "
+                "own --use_cache path"
+            )
+        if stored is not None and stored != mine:
+            diff = {k: (stored.get(k), mine.get(k)) for k in sorted(set(stored) | set(mine))
+                    if stored.get(k) != mine.get(k)}
+            raise UserError(
+                f"the --use_cache database {db.filename} holds results of a different "
+                f"softreason configuration (differences, cached vs now: {diff}); use another "
+                "--use_cache path per configuration"
+            )
+        db[CACHE_CONFIG_KEY] = mine
 
     def get_model_info(self) -> dict:
         parent = getattr(super(), "get_model_info", None)
@@ -304,7 +333,7 @@ class SoftReasonMixin:
                 until = tuple(handle_stop_sequences(kwargs.pop("until", None), eos=eos))
                 max_gen = int(kwargs.pop("max_gen_toks"))
                 if max_gen >= self.max_length:
-                    raise ValueError(
+                    raise UserError(
                         f"max_gen_toks={max_gen} does not fit the model's context of "
                         f"max_length={self.max_length} tokens (no room is left for the prompt); "
                         f"lower max_gen_toks (--gen_kwargs or the task's generation_kwargs) "
@@ -420,7 +449,7 @@ class SoftReasonMixin:
         db = getattr(self.cache_hook, "dbdict", None)
         earlier = db.get(CACHE_SEARCHED_KEY, 0) if db is not None else 0
         if not call.searched and not earlier:
-            raise RuntimeError(
+            raise RunRefused(
                 f"all {total} questions fell back to plain greedy decoding, so these would be "
                 f"greedy's results under mode={self.sr_config.mode}; reasons: {reasons} (the "
                 f"log has each error). Fix the cause and rerun."
@@ -503,7 +532,7 @@ def refuse_unsharded_processes(world_size: int) -> None:
     requests (HFLM shards only across GPUs): every process would run every question."""
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1 and world_size != launched:
-        raise RuntimeError(
+        raise RunRefused(
             f"launched as {launched} processes (WORLD_SIZE={launched}), but lm-eval split the "
             f"requests over {world_size} (it shards only across GPUs, one per process), so "
             f"each process would run every question. Run a single process (batch_size and "

@@ -20,6 +20,7 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 from lm_eval_softreason.config import SoftReasonConfig  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token  # noqa: E402
 from lm_eval_softreason.lm import SoftReasonMixin, refuse_unsharded_processes  # noqa: E402
+from lm_eval_softreason.preflight import check_before_load  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,14 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
     """HFLM with Soft Reasoning (or a baseline, by ``mode``) in ``generate_until``.
 
     Our model_args (see README for each) are split off before ``HFLM.__init__`` so they never
-    reach ``from_pretrained``; all of them are validated before the model is loaded.
+    reach ``from_pretrained``; all of them, the data folder and a local model folder are
+    validated before the model is loaded.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         cfg, rest = SoftReasonConfig.from_kwargs(kwargs)
         self._apply_config(cfg)
+        check_before_load(rest.get("pretrained"))
         super().__init__(**rest)
         refuse_unsharded_processes(self.world_size)
         self._model.eval()

@@ -21,6 +21,7 @@ from lm_eval.models.utils import has_bos_prefix
 
 from lm_eval_softreason.config import ConfigError, SoftReasonConfig
 from lm_eval_softreason.lm import SoftReasonMixin, refuse_unsharded_processes
+from lm_eval_softreason.preflight import check_before_load
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
                 f"run one process per GPU on disjoint tasks (README, Engines)."
             )
         self._apply_config(cfg)
+        check_before_load(pretrained)
         super().__init__()
         refuse_unsharded_processes(self.world_size)  # before starting an engine per process
         try:

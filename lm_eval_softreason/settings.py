@@ -23,6 +23,10 @@ RUN_ONLY_ARGS = frozenset({
 # The machine-specific ones: never in anything meant to be committed.
 PATH_ARGS = frozenset({"trace_path", "output_path", "cache_dir", "offload_folder"})
 
+# The --use_cache database entry holding the settings and model identity it was written under
+# (the model's cache guard; the console script's refusal to hand it to another model).
+CACHE_CONFIG_KEY = "__lm_eval_softreason_config__"
+
 # Version of compare's cell files (``cells/<task>__<strategy>.json``); other versions are ignored.
 CELL_SCHEMA = 1
 # Keys of a cell's ``spec`` holding model_args, compared without RUN_ONLY_ARGS.

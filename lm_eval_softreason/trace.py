@@ -5,6 +5,7 @@ finishes. A run killed mid-write can leave at most one partial last line; openin
 again cuts it off, so a rerun with the same ``trace_path`` appends to a valid file. A resumed
 run recomputes the questions whose answers were not cached yet; a record whose ``question``
 key the file already holds is not written again, so the trace holds each question once.
+One process writes a trace at a time (:mod:`lm_eval_softreason.writer_lock`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,34 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lm_eval_softreason.errors import UserError
+from lm_eval_softreason.writer_lock import WriterLock
+
+
+class TraceError(UserError):
+    """A trace file that cannot be written or read; the message names the file (and line)."""
+
 
 class TraceWriter:
+    """Appends records to one trace file, which it holds locked until :meth:`close`."""
+
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.repaired_bytes = repair(self.path)
-        self._seen = {r.get("question") for r in read_trace(self.path)} - {None} \
-            if self.path.exists() else set()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        _make_folder(self.path)
+        try:
+            self._lock = WriterLock(self.path, "trace_path")
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+        try:
+            self.repaired_bytes = repair(self.path)
+            self._seen = {r.get("question") for r in read_trace(self.path)} - {None} \
+                if self.path.exists() else set()
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except BaseException as exc:
+            self._lock.release()
+            if isinstance(exc, OSError):
+                raise _unwritable(self.path, exc) from None
+            raise
 
     def write(self, record: dict[str, Any]) -> None:
         key = record.get("question")
@@ -35,7 +55,24 @@ class TraceWriter:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        """Close the file and let another process write it."""
         self._fh.close()
+        self._lock.release()
+
+
+def _unwritable(path: Path, exc: OSError) -> TraceError:
+    return TraceError(f"trace_path {path}: cannot write it ({exc.strerror})")
+
+
+def _make_folder(path: Path) -> None:
+    """Create the trace's folder, or say which part of its path is in the way."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
+                       None)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+        raise TraceError(f"trace_path {path}: cannot create its folder ({why})") from None
 
 
 def repair(path: Path) -> int:
@@ -52,6 +89,19 @@ def repair(path: Path) -> int:
 
 
 def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a trace file."""
+    """All complete records of a trace file (a partial last line is not one); a line that is
+    not a JSON object is an error naming the file and the line."""
+    records = []
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.endswith("\n") and line.strip()]
+        for number, line in enumerate(fh, start=1):
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise TraceError(f"trace {path}, line {number}: not a JSON record "
+                                 f"({exc})") from None
+            if not isinstance(record, dict):
+                raise TraceError(f"trace {path}, line {number}: not a JSON object")
+            records.append(record)
+    return records

@@ -1,11 +1,13 @@
-"""A softreason evaluation that can kill itself with SIGKILL part-way (for the resume tests).
+"""A softreason evaluation that can kill itself part-way (for the resume tests).
 
     python -m tests.resumable_run MODEL_DIR OUT.json --cache DB --trace T.jsonl \
-        [--kill-after-traced K | --kill-at-decode N] [--max-active M]
+        [--kill-after-traced K | --kill-at-decode N] [--signal KILL|TERM|INT] [--max-active M]
 
 ``--kill-after-traced K`` dies right after the K-th trace line is written (before that
 question's cache entry: the worst moment for a resume); ``--kill-at-decode N`` dies at the
-start of the N-th engine decode call (mid-round). OUT.json gets the samples and metrics.
+start of the N-th engine decode call (mid-round). The process sends itself ``--signal``
+(default KILL; INT raises KeyboardInterrupt, TERM ends it at once). OUT.json gets the samples
+and metrics.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import signal
 from typing import Any
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def _die(sig: signal.Signals) -> None:
+    os.kill(os.getpid(), sig)
 
 
 def main() -> None:
@@ -31,7 +33,9 @@ def main() -> None:
     p.add_argument("--max-active", default="2")
     p.add_argument("--kill-after-traced", type=int, default=None)
     p.add_argument("--kill-at-decode", type=int, default=None)
+    p.add_argument("--signal", choices=("KILL", "TERM", "INT"), default="KILL")
     args = p.parse_args()
+    sig = signal.Signals[f"SIG{args.signal}"]
 
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -49,7 +53,7 @@ def main() -> None:
             write(record)
             written.append(1)
             if len(written) == args.kill_after_traced:
-                _die()
+                _die(sig)
 
         lm._trace.write = write_then_die
     if args.kill_at_decode is not None:
@@ -58,7 +62,7 @@ def main() -> None:
         def die_at(*a: Any, **kw: Any) -> Any:
             calls.append(1)
             if len(calls) == args.kill_at_decode:
-                _die()
+                _die(sig)
             return decode(*a, **kw)
 
         lm.engine.decode = die_at

@@ -437,12 +437,15 @@ def test_missing_baseline_file_exits_2(tmp_path, baseline, capsys):
     ('{"results": {"gsm8k": 0.5}}', "results['gsm8k'] must be an object"),
     ('{"results": {}, "config": "softreason"}', "'config' must be an object"),
 ])
+@pytest.mark.fault("gate given a malformed results or baseline file",
+                   "exit 2 with one line naming the file and what is wrong")
 def test_malformed_file_exits_2_naming_it(tmp_path, baseline, capsys, content, message):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     code, _, err = gate(capsys, bad, "--baseline", baseline)
     assert code == 2
     assert str(bad) in err and message in err
+    assert err.startswith("lm-eval-softreason gate: error: ") and err.count("\n") == 1
 
 
 def test_baseline_without_metrics_exits_2(tmp_path, capsys):

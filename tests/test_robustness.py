@@ -11,6 +11,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval_softreason import bayesopt
 from lm_eval_softreason.bayesopt import GPFitError
 from lm_eval_softreason.config import ConfigError
+from lm_eval_softreason.errors import RunRefused
 from lm_eval_softreason.model import SoftReasonLM
 from lm_eval_softreason.trace import TraceWriter, read_trace
 from tests.helpers import FAST, QUESTIONS, request
@@ -53,11 +54,13 @@ def test_failing_verifier_affects_only_its_question(tiny_model_dir, greedy_out, 
     assert out[2] == lm.generate_until([reqs[2]])[0]
 
 
+@pytest.mark.fault("every question of a call falls back to greedy (a broken plug-in)",
+                   "the run is refused (a user error: one line), naming the reasons")
 @pytest.mark.parametrize("coherence", ["tests.plugins:raising_coherence",
                                        "tests.plugins:inf_coherence"])
 def test_a_run_where_every_question_fell_back_is_refused(configure, coherence):
     lm = configure(coherence=coherence)
-    with pytest.raises(RuntimeError, match=r"all 3 questions fell back to plain greedy decoding"
+    with pytest.raises(RunRefused, match=r"all 3 questions fell back to plain greedy decoding"
                                            r".*reasons: \{'scoring candidates': 3\}"):
         lm.generate_until([request(q) for q in QUESTIONS])
     assert lm.get_model_info()["softreason_stats"]["fallbacks"] == 3
@@ -137,6 +140,8 @@ def test_prompt_longer_than_context_falls_back_to_truncated_greedy(tiny_model_di
         "prompt longer than the context": 1}
 
 
+@pytest.mark.fault("max_gen_toks that leaves no room for the prompt in max_length",
+                   "refused before any decoding, naming both values")
 def test_max_gen_toks_beyond_the_context_is_refused_before_any_work(tiny_model_dir):
     lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", max_length=48, **FAST)
     with pytest.raises(ValueError, match=r"max_gen_toks=48 does not fit the model's context of "
@@ -146,6 +151,8 @@ def test_max_gen_toks_beyond_the_context_is_refused_before_any_work(tiny_model_d
     assert lm.get_model_info()["softreason_stats"]["questions"] == 0
 
 
+@pytest.mark.fault("--use_cache written under another softreason configuration",
+                   "refused, naming the database and the differing settings")
 def test_use_cache_refuses_another_configuration(configure, tmp_path):
     db = str(tmp_path / "cache.db")
     lm = configure(sigma=0.5)
@@ -157,6 +164,8 @@ def test_use_cache_refuses_another_configuration(configure, tmp_path):
         CachingLM(lm, db)
 
 
+@pytest.mark.fault("--model softreason on a --use_cache written by another model",
+                   "refused: the database has no softreason configuration")
 def test_use_cache_refuses_a_database_of_another_model(configure, tmp_path):
     from sqlitedict import SqliteDict
 
@@ -167,6 +176,8 @@ def test_use_cache_refuses_a_database_of_another_model(configure, tmp_path):
         CachingLM(configure(), db)
 
 
+@pytest.mark.fault("a bad model_arg (out of range, unknown choice, unimportable plug-in)",
+                   "refused before the model loads, naming the argument and the value")
 def test_bad_model_args_fail_before_loading(tmp_path):
     missing = str(tmp_path / "no-model-here")
     for args, fragment in [
@@ -180,6 +191,8 @@ def test_bad_model_args_fail_before_loading(tmp_path):
             SoftReasonLM(pretrained=missing, **args)  # a model load would fail differently
 
 
+@pytest.mark.fault("a trace whose last line was cut off by a kill",
+                   "the partial line is cut off and the next run appends")
 def test_interrupted_trace_is_repaired_on_rerun(tmp_path):
     path = tmp_path / "trace.jsonl"
     w = TraceWriter(path)
@@ -208,6 +221,8 @@ def test_plugins_that_cannot_take_the_documented_arguments_are_refused_at_load(t
         SoftReasonLM(pretrained=str(tmp_path / "never-loaded"), **args)
 
 
+@pytest.mark.fault("torchrun/accelerate launch with processes lm-eval did not shard",
+                   "refused before any decoding, naming the process counts")
 def test_a_launch_lm_eval_did_not_shard_is_refused(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match=r"launched as 2 processes \(WORLD_SIZE=2\), but "

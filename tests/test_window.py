@@ -4,6 +4,7 @@ results, resume after ``kill -9``, and the failures that must not look like resu
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -141,15 +142,21 @@ def uninterrupted(tiny_model_dir, svamp_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", [["--kill-at-decode", "1"], ["--kill-after-traced", "1"],
-                                  ["--kill-at-decode", "5"]],
-                         ids=["mid-first-round", "traced-not-cached", "mid-run"])
+@pytest.mark.fault("kill -9, SIGTERM or SIGINT mid-run, then the same command with the same "
+                   "--use_cache", "the uninterrupted run's samples and metrics; each question "
+                   "traced once")
+@pytest.mark.parametrize("kill, sig", [
+    (["--kill-at-decode", "1"], signal.SIGKILL), (["--kill-after-traced", "1"], signal.SIGKILL),
+    (["--kill-at-decode", "5"], signal.SIGKILL),
+    (["--kill-after-traced", "1", "--signal", "TERM"], signal.SIGTERM),
+    (["--kill-after-traced", "1", "--signal", "INT"], signal.SIGINT),
+], ids=["mid-first-round", "traced-not-cached", "mid-run", "sigterm", "sigint"])
 def test_kill_9_then_resume_gives_the_uninterrupted_results(tiny_model_dir, svamp_data,
                                                             uninterrupted, tmp_path, monkeypatch,
-                                                            kill):
+                                                            kill, sig):
     monkeypatch.setenv("SOFTREASON_DATA_DIR", str(svamp_data))
     killed = _run(tiny_model_dir, tmp_path, "never.json", *kill)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert killed.returncode == -sig, killed.stderr[-3000:]
     assert not (tmp_path / "never.json").exists()
     resumed = _run(tiny_model_dir, tmp_path, "out.json", "--max-active", "3")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
