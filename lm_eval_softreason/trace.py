@@ -5,7 +5,9 @@ finishes. A run killed mid-write can leave at most one partial last line; openin
 again cuts it off, so a rerun with the same ``trace_path`` appends to a valid file. A resumed
 run recomputes the questions whose answers were not cached yet; a record whose ``question``
 key the file already holds is not written again, so the trace holds each question once.
-One process writes a trace at a time (:mod:`lm_eval_softreason.writer_lock`).
+One run writes a trace at a time (:mod:`lm_eval_softreason.writer_lock`); the processes of one
+data-parallel run (``accelerate launch``, ``RANK`` 0..N-1) share it, each rank holding a lock
+of its own, so a second run is refused by its rank 0.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ class TraceWriter:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         _make_folder(self.path)
+        rank = int(os.environ.get("RANK", "0") or 0)
         try:
-            self._lock = WriterLock(self.path, "trace_path")
+            self._lock = WriterLock(self.path, "trace_path",
+                                    ".lock" if rank == 0 else f".rank{rank}.lock")
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
         try:

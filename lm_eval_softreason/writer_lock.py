@@ -34,10 +34,10 @@ _HELD: dict[Path, list] = {}
 class WriterLock:
     """Holds ``<path>.lock`` for this process until :meth:`release` (or the process ends)."""
 
-    def __init__(self, path: str | os.PathLike, what: str) -> None:
-        """Take the lock, or raise :class:`LockedError` naming ``what`` (e.g. ``trace_path``),
-        the path and the holder's pid."""
-        self.lock_path = Path(f"{path}.lock")
+    def __init__(self, path: str | os.PathLike, what: str, suffix: str = ".lock") -> None:
+        """Take the lock file ``<path><suffix>``, or raise :class:`LockedError` naming
+        ``what`` (e.g. ``trace_path``), the path and the holder's pid."""
+        self.lock_path = Path(f"{path}{suffix}")
         self._key = self.lock_path.resolve()
         self._released = False
         if self._key in _HELD:

@@ -113,6 +113,20 @@ def test_a_trace_another_process_writes_is_refused_until_it_dies(tmp_path, hold)
     assert not (tmp_path / "t.jsonl.lock").exists()
 
 
+@pytest.mark.fault("the ranks of one data-parallel run (accelerate launch) on one trace",
+                   "each rank holds a lock of its own (RANK=r: <path>.rank<r>.lock), so they "
+                   "share the trace; a second run meets rank 0's")
+def test_the_ranks_of_one_run_share_their_trace(tmp_path, hold, monkeypatch):
+    path = tmp_path / "t.jsonl"
+    rank_0 = hold(path)
+    monkeypatch.setenv("RANK", "1")
+    writer = TraceWriter(path)
+    assert (tmp_path / "t.jsonl.rank1.lock").read_text() == f"{os.getpid()}\n"
+    assert (tmp_path / "t.jsonl.lock").read_text() == f"{rank_0.pid}\n"
+    writer.close()
+    assert not (tmp_path / "t.jsonl.rank1.lock").exists()
+
+
 @pytest.mark.fault("a second writer on a --use_cache database another process writes",
                    "refused at start naming the database file and the other pid")
 def test_a_cache_another_process_writes_is_refused(configure, tmp_path, hold):
