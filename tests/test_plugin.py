@@ -213,7 +213,8 @@ def test_console_script_help_lists_our_commands():
         "  compare   run strategies on the same tasks: resumable results folder, table, plot\n"
         "  diagnose  why a softreason cell of a compare folder won or lost\n"
         "  gate      compare lm-eval results with a baseline; exit 1 on a regression\n"
-        "  rescore   re-select a finished run's answers under another rule and re-score them\n\n"
+        "  rescore   re-select a finished run's answers under another rule and re-score them\n"
+        "  view      one self-contained HTML page to read a run question by question\n\n"
     ) in help_header()
     assert out.stdout[len(help_header()):].startswith("\nusage: lm-eval [-h] COMMAND ...")
 
