@@ -220,7 +220,7 @@ def now() -> float:
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     """The package's table renderer, compact, every column after the first right-aligned."""
-    from lm_eval_softreason.report import render_table
+    from lm_eval_softreason.analysis.report import render_table
 
     return render_table(header, [[str(c) for c in r] for r in rows],
                         numeric=range(1, len(header)), align=False)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Cost of one BO step (``lm_eval_softreason.bayesopt.propose``) and what cheaper variants give up.
+"""Cost of one BO step (``lm_eval_softreason.strategies.softreason.bayesopt.propose``) and what cheaper variants give up.
 
 Softreason calls ``propose`` once per question and BO round, serially between decode rounds,
 so its time adds directly to the wall time. This times it on synthetic data shaped like a real
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from lm_eval_softreason import bayesopt
+    from lm_eval_softreason.strategies.softreason import bayesopt
 
     defaults = (torch.get_num_threads(), bayesopt.NUM_RESTARTS, bayesopt.RAW_SAMPLES,
                 bayesopt.MAXITER)

@@ -82,10 +82,10 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lm_eval_softreason.config import SoftReasonConfig
+    from lm_eval_softreason.strategies.config import SoftReasonConfig
     from lm_eval_softreason.engines.base import DecodeRow
     from lm_eval_softreason.engines.hf import BatchDecoder, prefill
-    from lm_eval_softreason.perturbation import EmbeddingSpace
+    from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
 
     tok = AutoTokenizer.from_pretrained(args.child)
     models = {d: AutoModelForCausalLM.from_pretrained(args.child, dtype=C.torch_dtype(d)).eval()

@@ -80,11 +80,11 @@ def parse_engine(spec: str) -> tuple[str, int | None]:
 def build(engine: str, model: str, dtype: str, max_active: str,  # type: ignore[no-untyped-def]
           block_size: int | None = None):
     if engine == "hf":
-        from lm_eval_softreason.model import SoftReasonLM
+        from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
         return SoftReasonLM(pretrained=model, device="cpu", dtype=dtype, batch_size=32,
                             max_active=max_active, **SEARCH)
-    from lm_eval_softreason.model_vllm import SoftReasonVLLM
+    from lm_eval_softreason.harness.vllm_model import SoftReasonVLLM
 
     extra = {} if block_size is None else {"block_size": block_size}
     return SoftReasonVLLM(pretrained=model, dtype=dtype, enforce_eager=engine == "vllm",

@@ -65,7 +65,7 @@ def worker(model: str, n: int, max_active: str, kind: str, out: str) -> None:
     """One cell, in its own process: load, one generate_until over n prompts, peak RSS."""
     from lm_eval.api.instance import Instance
 
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
     settings = {"mode": "greedy"}
     lm = SoftReasonLM(pretrained=model, device="cpu", dtype="float32", batch_size=8,

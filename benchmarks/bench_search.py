@@ -10,7 +10,7 @@ alike; ratios are what to read, absolute numbers move with the machine.
      num_return_sequences=N)``, both forced to exactly ``--max-new-tokens`` tokens per row
      (no stop strings, EOS ignored / ``min_new_tokens``). Goal: ratio >= 0.9.
   b. prefill tokens per question, softreason vs greedy, counted where prompts are run through
-     the model (``lm_eval_softreason.model.prefill`` / ``.verifiers``' prefix). Goal for the
+     the model (``lm_eval_softreason.harness.hf_model.prefill`` / ``.verifiers``' prefix). Goal for the
      candidate prompts: <= 1.1x greedy. Verifier prefill is reported separately.
   c. share of softreason wall time in GP fitting + acquisition (the runner's
      ``_propose_round``, all questions' BO steps of a round, timed by wrapping it). Goal: <= 3 %.
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import _common as C
 
 if TYPE_CHECKING:
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
 C.set_offline_env()
 
@@ -130,8 +130,8 @@ class Probe:
         return wrapper
 
     def install(self) -> None:
-        import lm_eval_softreason.runner as runner_mod
-        from lm_eval_softreason.verifiers import ModelVerifier
+        import lm_eval_softreason.strategies.runner as runner_mod
+        from lm_eval_softreason.scoring.verifiers import ModelVerifier
         from lm_eval_softreason.engines.hf import HFEngine
 
         # Questions joining the window are prefilled in one prefill_many call without a
@@ -167,7 +167,7 @@ def ours_once(lm: SoftReasonLM, prompt: str, n: int, max_new: int, seed: int) ->
 
     from lm_eval_softreason.engines.base import DecodeRow
     from lm_eval_softreason.engines.hf import BatchDecoder, prefill
-    from lm_eval_softreason.perturbation import EmbeddingSpace
+    from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
 
     model, tok = lm.model, lm.tokenizer
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
     probe = Probe()
     probe.install()
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         lm._extractor(task)
         verifier = lm.verifier
         probe.reset()
-        from lm_eval_softreason.objectives import VerifyRequest
+        from lm_eval_softreason.scoring.objectives import VerifyRequest
 
         [(prefix, _)] = verifier.build_prompts(VerifyRequest(prompts[0], ["x"], [None], task))
         # what verify_many would prefill first

@@ -33,7 +33,7 @@ sys.path.insert(0, str(C.REPO))
 from tests import browser  # noqa: E402  (the tests' headless Chromium)
 
 from lm_eval_softreason import view  # noqa: E402
-from lm_eval_softreason.config import SoftReasonConfig  # noqa: E402
+from lm_eval_softreason.strategies.config import SoftReasonConfig  # noqa: E402
 
 STAMP = "2026-01-01T00-00-00.000000"
 WORDS = ("apples", "total", "so", "then", "each", "more", "left", "we", "have", "the", "is",

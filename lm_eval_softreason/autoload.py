@@ -26,8 +26,8 @@ _INCLUDE_PATH_FLAG = "--include_path"
 _TASK_MANAGER = "lm_eval.tasks.manager"
 # Model names -> the classes behind them (imported only when a run asks for that name).
 MODELS = {
-    "softreason": "lm_eval_softreason.model:SoftReasonLM",
-    "softreason-vllm": "lm_eval_softreason.model_vllm:SoftReasonVLLM",
+    "softreason": "lm_eval_softreason.harness.hf_model:SoftReasonLM",
+    "softreason-vllm": "lm_eval_softreason.harness.vllm_model:SoftReasonVLLM",
 }
 
 

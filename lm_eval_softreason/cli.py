@@ -16,19 +16,19 @@ import os
 import sys
 
 from lm_eval_softreason.errors import UserError
-from lm_eval_softreason.preflight import check_cli_args, flag_values
+from lm_eval_softreason.harness.preflight import check_cli_args, flag_values
 
 # Our subcommands: name -> ("module:function" taking the remaining argv, one-line summary).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "compare": ("lm_eval_softreason.compare:main",
+    "compare": ("lm_eval_softreason.analysis.compare.cli:main",
                 "run strategies on the same tasks: resumable results folder, table, plot"),
-    "diagnose": ("lm_eval_softreason.diagnose:main",
+    "diagnose": ("lm_eval_softreason.analysis.diagnose:main",
                  "why a softreason cell of a compare folder won or lost"),
-    "gate": ("lm_eval_softreason.gate:main",
+    "gate": ("lm_eval_softreason.analysis.gate:main",
              "compare lm-eval results with a baseline; exit 1 on a regression"),
-    "rescore": ("lm_eval_softreason.rescore:main",
+    "rescore": ("lm_eval_softreason.analysis.rescore:main",
                 "re-select a finished run's answers under another rule and re-score them"),
-    "view": ("lm_eval_softreason.view:main",
+    "view": ("lm_eval_softreason.analysis.view:main",
              "one self-contained HTML page to read a run question by question"),
 }
 HELP_FLAGS = ("-h", "--help")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(args: list[str]) -> None:
     """Dispatch our subcommands to their modules, everything else (checked first by
-    :func:`~lm_eval_softreason.preflight.check_cli_args`) to lm-eval's CLI."""
+    :func:`~lm_eval_softreason.harness.preflight.check_cli_args`) to lm-eval's CLI."""
     if args and args[0] in COMMANDS:
         module, _, function = COMMANDS[args[0]][0].partition(":")
         sys.exit(getattr(importlib.import_module(module), function)(args[1:]))
@@ -87,7 +87,7 @@ def _dispatch(args: list[str]) -> None:
     check_cli_args(args)
 
     from lm_eval_softreason.autoload import install
-    from lm_eval_softreason.outputs import guard_cli_run
+    from lm_eval_softreason.harness.outputs import guard_cli_run
 
     install(force=True)
     from lm_eval.__main__ import cli_evaluate

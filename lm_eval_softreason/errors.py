@@ -17,3 +17,7 @@ class UserError(ValueError):
 class RunRefused(UserError, RuntimeError):
     """A run stopped because its results would mislead (e.g. every question fell back to
     greedy); a ``RuntimeError`` too, as these were before they had a type of their own."""
+
+
+class ConfigError(UserError):
+    """A model_arg has a value we cannot use; the message names it and what is allowed."""

@@ -80,7 +80,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def lm(tiny_model_dir):
     """A SoftReasonLM on the tiny model with small search settings (one per test module)."""
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
     from tests.helpers import FAST
 
     return SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=16, **FAST)

@@ -40,7 +40,7 @@ def main() -> None:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
     from lm_eval_softreason.tasks_path import tasks_dir
     from tests.helpers import FAST
 

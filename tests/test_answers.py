@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lm_eval_softreason.answers import answers_match, normalize_answer
+from lm_eval_softreason.scoring.answers import answers_match, normalize_answer
 
 
 @pytest.mark.parametrize(

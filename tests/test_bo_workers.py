@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lm_eval_softreason.bayesopt import GPFitError, Proposal, ProposalRequest, Proposer
+from lm_eval_softreason.strategies.softreason.bayesopt import GPFitError, Proposal, ProposalRequest, Proposer
 from tests.helpers import QUESTIONS, request
 
 

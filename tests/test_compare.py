@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason import compare
+from lm_eval_softreason.analysis.compare import cli as compare_cli
+from lm_eval_softreason.analysis.compare import plan as compare_plan
+from lm_eval_softreason.analysis.compare import plot as compare_plot
+from lm_eval_softreason.analysis.compare import report as compare_report
+from lm_eval_softreason.analysis.compare import run as compare_run
+from lm_eval_softreason.analysis import folders
+from lm_eval_softreason.settings import CELL_SCHEMA
 from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.trace import read_trace
 
@@ -48,7 +54,7 @@ def _argv(model: str, out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert compare.main(_argv(tiny_model_dir, out)) == 0
+    assert compare_cli.main(_argv(tiny_model_dir, out)) == 0
     printed = capsys.readouterr().out
 
     cells = out / "cells"
@@ -93,7 +99,7 @@ def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsy
 
     # Rerun: every finished cell is skipped; nothing is rewritten and the model is not loaded.
     before = {p.name: p.stat().st_mtime_ns for p in cells.iterdir()}
-    assert compare.main(_argv(tiny_model_dir, out)) == 0
+    assert compare_cli.main(_argv(tiny_model_dir, out)) == 0
     printed = capsys.readouterr().out
     for strategy in ("greedy", "sc", "softreason"):
         assert f"skip svamp / {strategy}" in printed
@@ -103,7 +109,7 @@ def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsy
     # Report only: table and plot rebuilt from the cells.
     (out / "table.md").unlink()
     png.unlink()
-    assert compare.main(["--report-only", "--out", str(out), "--tasks", "svamp"]) == 0
+    assert compare_cli.main(["--report-only", "--out", str(out), "--tasks", "svamp"]) == 0
     assert (out / "table.md").read_text() == table
     assert png.is_file()
 
@@ -129,42 +135,42 @@ def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsy
     (committed / "cells").mkdir(parents=True)
     for path in [*cells.glob("*.json"), *cells.glob("*.digest.jsonl")]:
         shutil.copy(path, committed / "cells" / path.name)
-    assert compare.main(["--report-only", "--out", str(committed), "--tasks", "svamp"]) == 0
+    assert compare_cli.main(["--report-only", "--out", str(committed), "--tasks", "svamp"]) == 0
     assert (committed / "table.md").read_text() == table
     sc_digest = (cells / "svamp__sc.digest.jsonl").read_bytes()
     (cells / "svamp__sc.digest.jsonl").unlink()
-    assert compare.main(["--report-only", "--out", str(out), "--tasks", "svamp"]) == 0
+    assert compare_cli.main(["--report-only", "--out", str(out), "--tasks", "svamp"]) == 0
     assert (cells / "svamp__sc.digest.jsonl").read_bytes() == sc_digest
 
     # Finished cells from other settings are never mixed into a run.
     with pytest.raises(SystemExit, match="other settings"):
-        compare.main(_argv(tiny_model_dir, out, "--seed", "1"))
+        compare_cli.main(_argv(tiny_model_dir, out, "--seed", "1"))
 
 
 def test_parse_limits():
     tasks = ["svamp", "gsm8k_cot_zeroshot_offline"]
-    assert compare.parse_limits(None, tasks)["svamp"] is None
-    assert compare.parse_limits("5", tasks)["gsm8k_cot_zeroshot_offline"] == 5
-    both = compare.parse_limits("svamp=100,gsm8k_cot_zeroshot_offline=50", tasks)
+    assert compare_cli.parse_limits(None, tasks)["svamp"] is None
+    assert compare_cli.parse_limits("5", tasks)["gsm8k_cot_zeroshot_offline"] == 5
+    both = compare_cli.parse_limits("svamp=100,gsm8k_cot_zeroshot_offline=50", tasks)
     assert (both["svamp"], both["gsm8k_cot_zeroshot_offline"]) == (100, 50)
-    mixed = compare.parse_limits("7,svamp=100", tasks)
+    mixed = compare_cli.parse_limits("7,svamp=100", tasks)
     assert (mixed["svamp"], mixed["gsm8k_cot_zeroshot_offline"]) == (100, 7)
     with pytest.raises(SystemExit):
-        compare.parse_limits("gsm8k_offline=3", tasks)
+        compare_cli.parse_limits("gsm8k_offline=3", tasks)
     with pytest.raises(SystemExit):
-        compare.parse_limits("svamp=-1", tasks)
-    ranged = compare.parse_limits("svamp=500:600,gsm8k_cot_zeroshot_offline=100", tasks)
+        compare_cli.parse_limits("svamp=-1", tasks)
+    ranged = compare_cli.parse_limits("svamp=500:600,gsm8k_cot_zeroshot_offline=100", tasks)
     assert (ranged["svamp"], ranged["gsm8k_cot_zeroshot_offline"]) == ("500:600", 100)
     for bad in ("svamp=600:500", "svamp=5:5", "svamp=a:9", "svamp=-1:3"):
         with pytest.raises(SystemExit, match="a range is A:B with integers 0 <= A < B"):
-            compare.parse_limits(bad, tasks)
+            compare_cli.parse_limits(bad, tasks)
 
 
 def test_a_range_limit_runs_exactly_those_documents(tiny_model_dir, svamp_dir, tmp_path):
     out = tmp_path / "out"
     argv = _argv(tiny_model_dir, out, "--strategies", "greedy")
     argv[argv.index("--limit") + 1] = "svamp=1:3"
-    assert compare.main(argv) == 0
+    assert compare_cli.main(argv) == 0
     samples = [json.loads(line) for line in
                (out / "cells" / "svamp__greedy.samples.jsonl").read_text().splitlines()]
     # one logged sample per document and filter
@@ -176,7 +182,7 @@ def test_a_range_limit_runs_exactly_those_documents(tiny_model_dir, svamp_dir, t
 
 
 def test_plan_runs_budget_sources_before_sc():
-    plan = compare.plan_cells(["svamp", "gsm8k_cot_zeroshot_offline"],
+    plan = compare_plan.plan_cells(["svamp", "gsm8k_cot_zeroshot_offline"],
                               ["sc", "fire", "softreason", "greedy"], baseline_hf_sc=True)
     assert plan[:4] == [("svamp", "greedy"), ("svamp", "softreason"), ("svamp", "fire"),
                         ("svamp", "sc")]
@@ -185,16 +191,16 @@ def test_plan_runs_budget_sources_before_sc():
 
 
 def test_sc_match_plans_and_sizes_sc_from_another_strategy(tmp_path):
-    plan = compare.plan_cells(["svamp"], ["sc", "softreason", "softreason_reference", "greedy"],
+    plan = compare_plan.plan_cells(["svamp"], ["sc", "softreason", "softreason_reference", "greedy"],
                               baseline_hf_sc=False, sc_match="softreason_reference")
     assert plan == [("svamp", "greedy"), ("svamp", "softreason_reference"),
                     ("svamp", "softreason"), ("svamp", "sc")]
     for name, tokens in (("softreason", 80.0), ("softreason_reference", 40.0),
                          ("greedy", 8.0)):
-        compare.write_atomic(compare.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
-            {"schema": compare.CELL_SCHEMA, "tokens_generated_per_q": tokens}))
+        folders.write_atomic(folders.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
+            {"schema": CELL_SCHEMA, "tokens_generated_per_q": tokens}))
     st = _settings(sc_match="softreason_reference")
-    assert compare.budget_samples(tmp_path, "svamp", st) == {
+    assert compare_plan.budget_samples(tmp_path, "svamp", st) == {
         "n_samples": 5, "source": "matched", "softreason_reference_tokens_per_q": 40.0,
         "greedy_tokens_per_q": 8.0, "ratio": 5.0}
     # the default leaves sc's spec as it was; another match is part of it
@@ -206,7 +212,7 @@ def test_sc_match_plans_and_sizes_sc_from_another_strategy(tmp_path):
 @pytest.mark.parametrize("value", ["sc", "greedy", "softreason_tuned_typo"])
 def test_sc_match_refuses_what_sc_cannot_be_matched_to(value, tmp_path):
     with pytest.raises(SystemExit) as err:
-        compare.main(["--model", "m", "--out", str(tmp_path), "--strategies", "sc",
+        compare_cli.main(["--model", "m", "--out", str(tmp_path), "--strategies", "sc",
                       "--sc-match", value])
     assert str(err.value).startswith(f"--sc-match {value!r} is not a strategy sc can be matched "
                                      f"to; allowed: softreason, softreason_noverifier")
@@ -216,37 +222,37 @@ def _settings(**kw):
     base = dict(model="models/tiny", limits={"svamp": 1}, seed=1234, apply_chat_template=False,
                 batch_size="8", dtype="auto", device="cpu", extra_model_args={}, gen_kwargs={},
                 sc_temperature=0.7, sc_n=None, hf_sc_repeats=None)
-    return compare.RunSettings(**{**base, **kw})
+    return compare_plan.RunSettings(**{**base, **kw})
 
 
 @pytest.mark.parametrize("sr,greedy,n", [(48.0, 8.0, 6), (52.0, 8.0, 7), (3.0, 8.0, 1),
                                          (100.0, 0.0, 1)])
 def test_budget_samples(tmp_path, sr, greedy, n):
     for name, tokens in (("softreason", sr), ("greedy", greedy)):
-        compare.write_atomic(compare.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
-            {"schema": compare.CELL_SCHEMA, "tokens_generated_per_q": tokens}))
-    budget = compare.budget_samples(tmp_path, "svamp", _settings())
+        folders.write_atomic(folders.cell_paths(tmp_path, "svamp", name)["cell"], json.dumps(
+            {"schema": CELL_SCHEMA, "tokens_generated_per_q": tokens}))
+    budget = compare_plan.budget_samples(tmp_path, "svamp", _settings())
     assert budget["n_samples"] == n and budget["source"] == "matched"
-    fixed = compare.budget_samples(tmp_path, "svamp", _settings(sc_n=3))
+    fixed = compare_plan.budget_samples(tmp_path, "svamp", _settings(sc_n=3))
     assert fixed == {"n_samples": 3, "source": "--sc-n"}
 
 
 def test_sc_without_budget_sources_fails_before_loading(tmp_path):
     with pytest.raises(SystemExit, match="--sc-n"):
-        compare.main(["--model", str(tmp_path / "no-such-model"), "--tasks", "svamp",
+        compare_cli.main(["--model", str(tmp_path / "no-such-model"), "--tasks", "svamp",
                       "--strategies", "sc", "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="unknown strategy"):
-        compare.main(["--model", "m", "--strategies", "greedy,beam", "--out", str(tmp_path)])
+        compare_cli.main(["--model", "m", "--strategies", "greedy,beam", "--out", str(tmp_path)])
 
 
 def test_strategy_model_args():
     st = _settings(extra_model_args={"max_rounds": 2, "mode": "fire"},
                    sc_temperature=0.4)
-    assert compare.strategy_model_args("sc", st) == {
+    assert compare_plan.strategy_model_args("sc", st) == {
         "max_rounds": 2, "mode": "sample", "seed": 1234, "temperature": 0.4}
-    assert compare.strategy_model_args("softreason_noverifier", st)["verifier"] == "none"
-    assert compare.strategy_model_args("softreason_nocoherence", st)["coherence"] == "none"
-    assert compare.strategy_model_args("softreason_random", st)["search"] == "random"
+    assert compare_plan.strategy_model_args("softreason_noverifier", st)["verifier"] == "none"
+    assert compare_plan.strategy_model_args("softreason_nocoherence", st)["coherence"] == "none"
+    assert compare_plan.strategy_model_args("softreason_random", st)["search"] == "random"
     spec = st.spec("svamp", "greedy")
     assert spec["model"] == "tiny" and spec["limit"] == 1
 
@@ -258,9 +264,9 @@ def test_hf_sc_repeats_override():
 
     tm = TaskManager(include_path=tasks_dir(), include_defaults=False)
     names = lambda cfg: [f["name"] for f in cfg["filter_list"]]  # noqa: E731
-    four = compare.hf_sc_config(tm, 4)
+    four = compare_plan.hf_sc_config(tm, 4)
     assert four["repeats"] == 4 and names(four) == ["score-first", "maj@4"]
-    sixteen = compare.hf_sc_config(tm, 16)
+    sixteen = compare_plan.hf_sc_config(tm, 16)
     assert names(sixteen) == ["score-first", "maj@16", "maj@8"]
 
 
@@ -276,7 +282,7 @@ def test_baseline_hf_sc_cell(tiny_model_dir, svamp_dir, tmp_path, capsys):
     argv = ["--model", tiny_model_dir, "--tasks", "svamp", "--strategies", "greedy",
             "--limit", "1", "--gen-kwargs", "max_gen_toks=8", "--baseline-hf-sc",
             "--hf-sc-repeats", "2", "--out", str(out)]
-    assert compare.main(argv) == 0
+    assert compare_cli.main(argv) == 0
     cell_file = out / "cells" / "gsm8k_cot_self_consistency_offline__hf_sc.json"
     cell = json.loads(cell_file.read_text())
     assert cell["repeats"] == 2 and cell["label"] == "hf_sc (N=2)"
@@ -287,7 +293,7 @@ def test_baseline_hf_sc_cell(tiny_model_dir, svamp_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| gsm8k_cot_self_consistency_offline | hf_sc (N=2) |" in printed
     # its maj@k curve, from the logged samples: k = N reproduces the task's own maj@N
-    (strategy, label, points), = compare.maj_curves(out, [cell]).values()
+    (strategy, label, points), = compare_report.maj_curves(out, [cell]).values()
     assert (strategy, label, [p.k for p in points]) == ("hf_sc", "hf_sc (N=2)", [1, 2])
     assert points[-1].accuracy == cell["metrics"]["exact_match,maj@2"]
     assert points[-1].tokens == pytest.approx(cell["tokens_generated_per_q"])
@@ -301,11 +307,11 @@ def test_table_warns_about_cells_with_fallbacks():
     clean = {**base, "strategy": "softreason", "fallbacks": 0, "stats": {"fallback_reasons": {}}}
     broken = {**base, "strategy": "softreason_random", "fallbacks": 73,
               "stats": {"fallback_reasons": {"verifying": 73}}}
-    table = compare.cells_table([clean, broken])
+    table = compare_report.cells_table([clean, broken])
     assert table.count("**Warning**") == 1
     assert ("svamp / softreason_random: 73 of 100 questions fell back to greedy "
             "(verifying: 73)") in table
-    assert "**Warning**" not in compare.cells_table([clean])
+    assert "**Warning**" not in compare_report.cells_table([clean])
 
 
 @pytest.mark.parametrize(("folder", "tasks"), [
@@ -315,7 +321,7 @@ def test_table_warns_about_cells_with_fallbacks():
 def test_report_only_rebuilds_the_committed_table(tmp_path, capsys, folder, tasks):
     """The commands in docs/results.md rebuild the committed tables byte for byte."""
     shutil.copytree(RESULTS / folder / "cells", tmp_path / "cells")
-    assert compare.main(["--report-only", "--out", str(tmp_path), "--tasks", tasks]) == 0
+    assert compare_cli.main(["--report-only", "--out", str(tmp_path), "--tasks", tasks]) == 0
     committed = (RESULTS / folder / "table.md").read_bytes()
     assert (tmp_path / "table.md").read_bytes() == committed
     assert capsys.readouterr().out == committed.decode()
@@ -326,9 +332,9 @@ def test_stored_cells_are_checked_on_settings_that_change_results():
     spec = st.spec("svamp", "softreason")
     stored = {"spec": {**spec, "model_args": {**spec["model_args"], "bo_workers": 12,
                                               "max_active": 4}}}
-    assert compare.check_spec(stored, spec) == []
+    assert compare_plan.check_spec(stored, spec) == []
     other = _settings(extra_model_args={"sigma": 1.0}).spec("svamp", "softreason")
-    (diff,) = compare.check_spec(stored, other)
+    (diff,) = compare_plan.check_spec(stored, other)
     assert diff.startswith("model_args: stored {") and "'sigma': 0.5" in diff
 
 
@@ -337,7 +343,7 @@ def test_a_preset_whose_values_changed_no_longer_matches_its_cells(monkeypatch):
     cell searched under the old values is not this run's cell, although its model_args read
     the same. Cells written before specs held ``preset_values`` are checked against the
     settings they ran with; an interrupted cell's progress from then cannot be, so it restarts."""
-    from lm_eval_softreason import config
+    from lm_eval_softreason.strategies import config
 
     st = _settings()
     spec = st.spec("svamp", "softreason_tuned")
@@ -347,19 +353,19 @@ def test_a_preset_whose_values_changed_no_longer_matches_its_cells(monkeypatch):
     ran = config.SoftReasonConfig.from_kwargs(dict(spec["model_args"]))[0].public_dict()
     before = {k: v for k, v in spec.items() if k != "preset_values"}
     finished_before = {"spec": before, "lm_eval_config": {"softreason": ran}}
-    assert compare.check_spec({"spec": spec}, spec) == []
-    assert compare.check_spec(finished_before, spec) == []
+    assert compare_plan.check_spec({"spec": spec}, spec) == []
+    assert compare_plan.check_spec(finished_before, spec) == []
 
     monkeypatch.setitem(config.PRESET_VALUES, "tuned", {**tuned, "n_init": 3})
     now = st.spec("svamp", "softreason_tuned")
     assert now["model_args"] == spec["model_args"]
     for stored in ({"spec": spec}, finished_before):
-        (diff,) = compare.check_spec(stored, now)
+        (diff,) = compare_plan.check_spec(stored, now)
         assert diff.startswith("preset_values: stored {") and f"'n_init': {tuned['n_init']}" \
             in diff and diff.endswith("'n_init': 3, 'select': 'vote_coherence_weighted', "
                                       "'sigma': 2.0, 'sigma_scale': 'embedding_std', "
                                       "'verifier': 'none', 'verifier_max_tokens': 256}")
-    (diff,) = compare.check_spec({"spec": before}, now)  # a progress file, no resolved settings
+    (diff,) = compare_plan.check_spec({"spec": before}, now)  # a progress file, no resolved settings
     assert diff.startswith("preset_values: stored None, now {")
     assert "preset_values" not in st.spec("svamp", "greedy")
     assert "preset_values" not in st.spec("svamp", "sc")
@@ -374,23 +380,23 @@ def test_subcommand_help(command, capsys):
 
 
 def test_sc_cells_get_their_maj_at_k_rows_and_curve(tmp_path):
-    from lm_eval_softreason.curves import CurvePoint
+    from lm_eval_softreason.analysis.curves import CurvePoint
 
     sc = {"task": "svamp", "strategy": "sc", "label": "sc (N=2)", "accuracy_strict": 0.1,
           "accuracy_flexible": 0.5, "n": 4, "tokens_generated_per_q": 40.0,
           "tokens_prefilled_per_q": 10.0, "wall_time_per_q_s": 1.0}
     greedy = {**sc, "strategy": "greedy", "label": "greedy", "tokens_generated_per_q": 20.0}
     points = [CurvePoint(1, 0.25, 0.25, 20.0), CurvePoint(2, 0.5, 0.2887, 40.0)]
-    table = compare.cells_table([greedy, sc], {"svamp": ("sc", "sc (N=2)", points)})
+    table = compare_report.cells_table([greedy, sc], {"svamp": ("sc", "sc (N=2)", points)})
     assert table.splitlines()[2:] == [
         "| svamp | greedy | 10.0 | 50.0 | 20.0 | 10.0 | 1.00 | 4 |",
         "| svamp | sc (N=2) | 10.0 | 50.0 | 40.0 | 10.0 | 1.00 | 4 |",
         "| svamp | sc maj@1 | – | 25.0 ± 25.0 | 20.0 | – | – | 4 |",
         "| svamp | sc maj@2 | – | 50.0 ± 28.9 | 40.0 | – | – | 4 |",
     ]
-    assert compare.cells_table([greedy, sc]) == compare.cells_table([greedy, sc], {})
+    assert compare_report.cells_table([greedy, sc]) == compare_report.cells_table([greedy, sc], {})
     pytest.importorskip("matplotlib")
-    assert compare.plot([greedy, sc], tmp_path / "p.png", {"svamp": ("sc", "sc (N=2)", points)})
+    assert compare_plot.plot([greedy, sc], tmp_path / "p.png", {"svamp": ("sc", "sc (N=2)", points)})
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
@@ -400,7 +406,7 @@ def test_figure_one_colour_per_strategy_stderr_bars_and_a_legend_per_panel():
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_hex
 
-    from lm_eval_softreason.curves import CurvePoint
+    from lm_eval_softreason.analysis.curves import CurvePoint
 
     def cell(task, strategy, acc, se, tokens):
         return {"task": task, "strategy": strategy, "label": f"{strategy} ({task})",
@@ -412,7 +418,7 @@ def test_figure_one_colour_per_strategy_stderr_bars_and_a_legend_per_panel():
              cell("svamp", "softreason", 0.55, 0.02, 90.0),
              cell("gsm8k", "softreason", 0.3, 0.04, 300.0), cell("gsm8k", "greedy", 0.2, 0.0, 100.0)]
     curve = [CurvePoint(1, 0.4, 0.1, 40.0), CurvePoint(2, 0.6, 0.05, 80.0)]
-    fig = compare.figure(cells, {"svamp": ("sc", "sc (svamp)", curve)})
+    fig = compare_plot.figure(cells, {"svamp": ("sc", "sc (svamp)", curve)})
     svamp, gsm8k = fig.axes
     assert [ax.get_title() for ax in fig.axes] == ["svamp", "gsm8k"]
     legend = [t.get_text() for t in svamp.get_legend().get_texts()]
@@ -460,7 +466,7 @@ def _cell_settings(model: str, **kw):
 def _interrupt(monkeypatch, st, out: Path, strategy: str, cached: int) -> None:
     """Run a cell that dies when its question ``cached + 1`` finishes: traced, not yet cached
     (the worst moment for a resume)."""
-    from lm_eval_softreason.lm import SoftReasonMixin
+    from lm_eval_softreason.harness.mixin import SoftReasonMixin
 
     real, streamed = SoftReasonMixin._stream_to_cache, []
 
@@ -473,8 +479,8 @@ def _interrupt(monkeypatch, st, out: Path, strategy: str, cached: int) -> None:
     with monkeypatch.context() as m:
         m.setattr(SoftReasonMixin, "_stream_to_cache", stream_then_die)
         with pytest.raises(Interrupted):
-            compare.Runner(st, out).run_cell("svamp", strategy)
-    paths = compare.cell_paths(out, "svamp", strategy)
+            compare_run.CellRunner(st, out).run_cell("svamp", strategy)
+    paths = folders.cell_paths(out, "svamp", strategy)
     assert not paths["cell"].exists() and paths["progress"].is_file()
     assert len(read_trace(paths["trace"])) == cached + 1
 
@@ -498,7 +504,7 @@ def test_an_interrupted_cell_resumes_where_it_stopped(tiny_model_dir, svamp_dir,
                                                       monkeypatch, capsys):
     st = _cell_settings(tiny_model_dir)
     ref_out, out = tmp_path / "uninterrupted", tmp_path / "out"
-    ref_runner = compare.Runner(st, ref_out)
+    ref_runner = compare_run.CellRunner(st, ref_out)
     ref = ref_runner.run_cell("svamp", "softreason")
     # A fresh cell's totals, taken from its trace, are the model's own.
     counted = _decoded(ref_runner)
@@ -508,7 +514,7 @@ def test_an_interrupted_cell_resumes_where_it_stopped(tiny_model_dir, svamp_dir,
 
     _interrupt(monkeypatch, st, out, "softreason", cached=1)
     capsys.readouterr()
-    runner = compare.Runner(st, out)
+    runner = compare_run.CellRunner(st, out)
     cell = runner.run_cell("svamp", "softreason")
     assert "resume svamp / softreason: 2 questions already done (attempt 2)" in \
         capsys.readouterr().out
@@ -543,7 +549,7 @@ def test_a_changed_spec_discards_an_interrupted_cell(tiny_model_dir, svamp_dir, 
     out = tmp_path / "out"
     _interrupt(monkeypatch, _cell_settings(tiny_model_dir), out, "greedy", cached=1)
     capsys.readouterr()
-    runner = compare.Runner(_cell_settings(tiny_model_dir, seed=99), out)
+    runner = compare_run.CellRunner(_cell_settings(tiny_model_dir, seed=99), out)
     cell = runner.run_cell("svamp", "greedy")
     assert "resume" not in capsys.readouterr().out
     assert _decoded(runner)["questions"] == 3  # nothing served from the stale cache
@@ -567,13 +573,13 @@ def test_a_question_that_cannot_run_is_counted_without_a_trace_record(
         return real(self, prompts, prefix)
 
     monkeypatch.setattr(HFEngine, "prefill_many", refuse_doc_1)
-    runner = compare.Runner(_cell_settings(tiny_model_dir, limits={"svamp": 2}), tmp_path)
+    runner = compare_run.CellRunner(_cell_settings(tiny_model_dir, limits={"svamp": 2}), tmp_path)
     cell = runner.run_cell("svamp", "greedy")
     assert len(read_trace(tmp_path / "cells" / "svamp__greedy.trace.jsonl")) == 1
     counted = _decoded(runner)
     assert cell["stats"] == {k: counted[k] for k in cell["stats"]}
     assert cell["fallbacks"] == 1 and cell["questions"] == 1 and cell["n"] == 2
-    assert cell["stats"]["fallback_reasons"] == {compare.UNTRACED_FALLBACK: 1}
+    assert cell["stats"]["fallback_reasons"] == {compare_run.UNTRACED_FALLBACK: 1}
     # the digest keeps both questions' scores; only the traced one has candidates
     digest = [json.loads(line) for line in
               (tmp_path / "cells" / "svamp__greedy.digest.jsonl").read_text().splitlines()]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason.config import ConfigError, SoftReasonConfig
-from lm_eval_softreason.objectives import resolve_coherence, resolve_verifier_spec
+from lm_eval_softreason.errors import ConfigError
+from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.scoring.objectives import resolve_coherence, resolve_verifier_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

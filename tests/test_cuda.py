@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def cuda_lm(tiny_model_dir):
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
     return SoftReasonLM(pretrained=tiny_model_dir, device="cuda", batch_size=16, **FAST)
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from lm_eval_softreason import curves
-from lm_eval_softreason.answers import answers_match
+from lm_eval_softreason.analysis import curves
+from lm_eval_softreason.scoring.answers import answers_match
 from lm_eval_softreason.settings import prompt_sha
 
 # 3 questions x 3 samples: (answers in sampling order, tokens per sample, gold)

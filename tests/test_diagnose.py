@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason import diagnose
-from lm_eval_softreason.config import SoftReasonConfig
+from lm_eval_softreason.analysis import artifacts, diagnose
+from lm_eval_softreason.strategies.config import SoftReasonConfig
 
 
 def _cand(answer, r_verifier, tokens=10):
@@ -111,8 +111,8 @@ def test_sign_test_is_the_exact_two_sided_binomial(wins, losses, p):
 def test_gsm8k_targets_are_cut_to_the_final_answer(tmp_path):
     solution = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\n"
                 "She makes 9 * 2 = $<<9*2=18>>18.\n#### 18")
-    assert diagnose.gold_answer(solution) == "18"
-    assert diagnose.gold_answer(7.0) == "7.0"
+    assert artifacts.gold_answer(solution) == "18"
+    assert artifacts.gold_answer(7.0) == "7.0"
     q = {"sha": "a" * 16, "gold": solution, "score": 1.0, "verifier": ["18"],
          "cands": [_cand("18", 1.0), _cand("9", 0.0)]}
     _write(tmp_path, "softreason", [q])

@@ -11,9 +11,11 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 
-from lm_eval_softreason import data, extraction
-from lm_eval_softreason.answers import normalize_answer
-from lm_eval_softreason.extraction import AnswerExtractor, get_answer_extractor, task_config
+from lm_eval_softreason import data
+
+from lm_eval_softreason.scoring import extraction
+from lm_eval_softreason.scoring.answers import normalize_answer
+from lm_eval_softreason.scoring.extraction import AnswerExtractor, get_answer_extractor, task_config
 from lm_eval_softreason.tasks_path import tasks_dir
 
 # Our tasks folder's tasks: svamp and the offline copies of lm-eval's gsm8k tasks (same filters).

@@ -26,12 +26,12 @@ import pytest
 from lm_eval.api.model import CachingLM
 
 from lm_eval_softreason import cli, data
-from lm_eval_softreason.compare import close_cache
-from lm_eval_softreason.config import ConfigError
+from lm_eval_softreason.analysis.compare.run import close_cache
+from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.data import DataDirError
 from lm_eval_softreason.errors import UserError
-from lm_eval_softreason.model import SoftReasonLM
-from lm_eval_softreason.preflight import check_cli_args, check_pretrained, check_weight_file
+from lm_eval_softreason.harness.hf_model import SoftReasonLM
+from lm_eval_softreason.harness.preflight import check_cli_args, check_pretrained, check_weight_file
 from lm_eval_softreason.settings import CACHE_CONFIG_KEY
 from lm_eval_softreason.trace import TraceError, TraceWriter, read_trace
 from lm_eval_softreason.writer_lock import LockedError
@@ -516,7 +516,7 @@ def test_the_fault_table_reads_markers_of_any_test_file(tmp_path):
 
 def test_sqlite_dict_uses_the_table_the_cli_reads(tmp_path):
     """check_cache_databases reads SqliteDict's default table directly."""
-    from lm_eval_softreason.preflight import CACHE_TABLE
+    from lm_eval_softreason.harness.preflight import CACHE_TABLE
 
     db = _sqlite_dict(tmp_path / "x.db", {"k": 1})
     with closing(sqlite3.connect(db)) as conn:

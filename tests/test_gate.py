@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lm_eval_softreason.gate import main
+from lm_eval_softreason.analysis.gate import main
 
 GSM8K = {
     "name": "gsm8k",

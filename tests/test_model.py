@@ -7,7 +7,7 @@ import json
 import pytest
 from lm_eval.models.huggingface import HFLM
 
-from lm_eval_softreason.model import SoftReasonLM
+from lm_eval_softreason.harness.hf_model import SoftReasonLM
 from lm_eval_softreason.trace import read_trace
 from tests import plugins
 from tests.helpers import FAST, QUESTIONS, request
@@ -145,7 +145,7 @@ def test_sample_mode_is_seeded(configure):
 def test_one_questions_rows_share_a_batch_whatever_batch_size_says(tiny_model_dir):
     """lm-eval passes batch_size=1 when the flag is left out; it counts requests, and a
     question is one request, so its candidates still decode as one batch (not one by one)."""
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
     from tests.helpers import FAST, QUESTIONS, request
 
     lm = SoftReasonLM(pretrained=tiny_model_dir, device="cpu", batch_size=1,

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from lm_eval_softreason.model import SoftReasonLM  # noqa: E402
-from lm_eval_softreason.model_vllm import SoftReasonVLLM  # noqa: E402
+from lm_eval_softreason.harness.hf_model import SoftReasonLM  # noqa: E402
+from lm_eval_softreason.harness.vllm_model import SoftReasonVLLM  # noqa: E402
 from tests.helpers import FAST, QUESTIONS, request  # noqa: E402
 from tests.test_engine_vllm import BLOCK, PROMPTS, build_vllm_tiny_model  # noqa: E402
 
@@ -142,14 +142,14 @@ def test_compare_runs_its_cells_on_the_vllm_engine(model_dir, hlm, tmp_path, mon
     engine's (fp32) for the same prompt."""
     import json
 
-    from lm_eval_softreason import compare
+    from lm_eval_softreason.analysis.compare import cli as compare_cli
     from tests.test_compare import SVAMP_ITEMS
 
     (tmp_path / "data" / "svamp").mkdir(parents=True)
     (tmp_path / "data" / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP_ITEMS))
     monkeypatch.setenv("SOFTREASON_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "out"
-    assert compare.main([
+    assert compare_cli.main([
         "--model", model_dir, "--engine", "vllm", "--dtype", "float32", "--tasks", "svamp",
         "--strategies", "greedy", "--limit", "svamp=1:2", "--gen-kwargs", "max_gen_toks=8",
         "--extra-model-args", f"enforce_eager=True,max_model_len=512,block_size={BLOCK}",

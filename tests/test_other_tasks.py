@@ -7,7 +7,7 @@ import json
 import lm_eval
 from lm_eval.tasks import TaskManager
 
-from lm_eval_softreason.model import SoftReasonLM
+from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
 ROWS = [{"question": "Is the sky blue?", "answer": "yes", "choices": ["yes", "no"], "label": 0},
         {"question": "Is fire cold?", "answer": "no", "choices": ["yes", "no"], "label": 1}]

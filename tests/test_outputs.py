@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason.outputs import OutputPathError, check_output_path, not_saved_message
+from lm_eval_softreason.harness.outputs import OutputPathError, check_output_path, not_saved_message
 from tests.test_plugin import BIN, ROOT, data_dir, run  # noqa: F401  (data_dir: a fixture)
 
 MISSING_MODEL = "/nonexistent/model-never-loaded"
@@ -68,7 +68,7 @@ def test_stock_cli_refuses_an_unwritable_output_path_before_loading(data_dir, tm
     assert out.returncode == 1
     # the last thing said is our error: the model (which does not exist) was never loaded
     assert out.stderr.splitlines()[-1] == (
-        f"lm_eval_softreason.outputs.OutputPathError: --output_path "
+        f"lm_eval_softreason.harness.outputs.OutputPathError: --output_path "
         f"{tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, not a folder, so the "
         f"results cannot be written there; choose another --output_path")
 

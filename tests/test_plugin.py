@@ -171,12 +171,12 @@ def test_entry_points_match_upstream_plugin_discovery():
     subclass; it reads no task entry points. The hook registers the same target."""
     from lm_eval.api.model import LM
 
-    from lm_eval_softreason.model import SoftReasonLM
+    from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["entry-points"] == {"lm_eval.models": MODELS}
-    assert MODELS == {"softreason": "lm_eval_softreason.model:SoftReasonLM",
-                      "softreason-vllm": "lm_eval_softreason.model_vllm:SoftReasonVLLM"}
+    assert MODELS == {"softreason": "lm_eval_softreason.harness.hf_model:SoftReasonLM",
+                      "softreason-vllm": "lm_eval_softreason.harness.vllm_model:SoftReasonVLLM"}
     assert issubclass(SoftReasonLM, LM)
 
 
@@ -185,7 +185,7 @@ def test_entry_points_match_upstream_plugin_discovery():
     ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice stays
 ])
 def test_cpu_defaults_for_our_model_start_up(env, expected):
-    code = ("import os; from lm_eval_softreason.runtime_env import apply_cpu_defaults; "
+    code = ("import os; from lm_eval_softreason.harness.runtime_env import apply_cpu_defaults; "
             "apply_cpu_defaults(); print(os.environ.get('OMP_WAIT_POLICY'))")
     base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -195,7 +195,7 @@ def test_cpu_defaults_for_our_model_start_up(env, expected):
 
 def test_cpu_defaults_leave_the_environment_once_torch_is_loaded():
     """OpenMP has read the variable by then; setting it would only mislead."""
-    code = ("import os, torch; from lm_eval_softreason.runtime_env import apply_cpu_defaults; "
+    code = ("import os, torch; from lm_eval_softreason.harness.runtime_env import apply_cpu_defaults; "
             "apply_cpu_defaults(); print(os.environ.get('OMP_WAIT_POLICY'))")
     base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -226,7 +226,7 @@ def test_hook_is_inert_in_other_processes():
 
 
 def test_builtin_models_still_resolve_after_our_import():
-    code = ("import lm_eval_softreason.model\n"
+    code = ("import lm_eval_softreason.harness.hf_model\n"
             "from lm_eval.api.registry import get_model\n"
             "print(get_model('hf').__name__, get_model('softreason').__name__,"
             " get_model('dummy').__name__)")
@@ -381,6 +381,6 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     assert "lm_eval_softreason/tasks/gsm8k_offline/gsm8k.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
-    assert ("[lm_eval.models]\nsoftreason = lm_eval_softreason.model:SoftReasonLM\n"
-            "softreason-vllm = lm_eval_softreason.model_vllm:SoftReasonVLLM\n") in text
+    assert ("[lm_eval.models]\nsoftreason = lm_eval_softreason.harness.hf_model:SoftReasonLM\n"
+            "softreason-vllm = lm_eval_softreason.harness.vllm_model:SoftReasonVLLM\n") in text
     assert "[lm_eval.tasks]" not in text

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason import compare, curves, rescore
+from lm_eval_softreason.analysis import artifacts, curves, rescore
+from lm_eval_softreason.analysis.compare import run as compare_run
 from lm_eval_softreason.cli import main as cli_main
-from lm_eval_softreason.config import SoftReasonConfig
+from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
 from tests.helpers import FAST
@@ -130,9 +131,9 @@ def test_rescore_help(capsys):
 
 def test_both_logged_forms_of_a_samples_arguments():
     kwargs = {"until": ["Q:"], "max_gen_toks": 12}
-    assert rescore.request_args({"arguments": [["the prompt", kwargs]]}) == ("the prompt", kwargs)
+    assert artifacts.request_args({"arguments": [["the prompt", kwargs]]}) == ("the prompt", kwargs)
     cli_form = {"gen_args_0": {"arg_0": "the prompt", "arg_1": kwargs}}
-    assert rescore.request_args({"arguments": cli_form}) == ("the prompt", kwargs)
+    assert artifacts.request_args({"arguments": cli_form}) == ("the prompt", kwargs)
 
 
 # ------------------------------------------------------------------- a real run, end to end
@@ -155,7 +156,7 @@ def cli_run(model: str, tmp: Path, **model_args: object) -> dict:
             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (samples,) = rescore.samples_in(tmp / "out")
-    return {"dir": tmp, "samples": samples, "rows": rescore.read_jsonl(samples),
+    return {"dir": tmp, "samples": samples, "rows": artifacts.read_jsonl(samples),
             "trace": rescore.index_trace(read_trace(tmp / "trace.jsonl"))}
 
 
@@ -230,7 +231,7 @@ def test_a_trace_of_another_run_is_refused(run, configure, capsys, tmp_path):
 
     other = tmp_path / "sigma3.jsonl"
     lm = configure(sigma=3.0, trace_path=str(other))
-    lm.generate_until([Instance("generate_until", r["doc"], rescore.request_args(r), idx=0,
+    lm.generate_until([Instance("generate_until", r["doc"], artifacts.request_args(r), idx=0,
                                 metadata=("svamp", r["doc_id"], 1))
                        for r in run["rows"] if r["filter"] == "flexible-extract"])
     (results,) = (run["dir"] / "out").rglob("results_*.json")
@@ -251,7 +252,7 @@ def test_vote_rescores_a_hand_made_trace_where_it_differs(run):
     task's own filters and exact_match score each."""
     rows = [r for r in run["rows"] if r["doc_id"] == 0]
     assert rows[0]["target"] == "7"
-    sha = prompt_sha(rescore.request_args(rows[0])[0])
+    sha = prompt_sha(artifacts.request_args(rows[0])[0])
     trace = {sha: {**HAND, "prompt_sha": sha}}
     task = rescore.load_task("svamp")
     scores = {}
@@ -267,7 +268,7 @@ def test_vote_rescores_a_hand_made_trace_where_it_differs(run):
 
 def test_fallbacks_and_questions_without_a_record_keep_the_runs_response(run):
     rows = [r for r in run["rows"] if r["doc_id"] in (0, 1)]
-    sha = prompt_sha(rescore.request_args(rows[0])[0])
+    sha = prompt_sha(artifacts.request_args(rows[0])[0])
     trace = {sha: {**HAND, "prompt_sha": sha, "fallback": "search failed"}}
     result = rescore.rescore_task("svamp", rows, trace, rescore.RULES["vote_candidates"],
                                   rescore.load_task("svamp"))
@@ -296,7 +297,7 @@ def test_maj_at_n_of_a_self_consistency_run_is_its_own_score(run, tiny_model_dir
         assert curves.vote_pick(answers, range(len(answers))) == record["chosen"]
     assert any(r["chosen"] != 0 for r in sc["trace"].values())
     task = rescore.load_task("svamp")
-    right = curves.candidate_scores("svamp", sc["rows"], sc["trace"], task=task)
+    right = rescore.candidate_scores("svamp", sc["rows"], sc["trace"], task=task)
     assert all(len(r) == 3 for r in right.values()) and len(right) == len(SVAMP_ROWS)
     points = curves.curve_from_run(sc["trace"], sc["rows"], right)
     flexible = [r["exact_match"] for r in sc["rows"] if r["filter"] == "flexible-extract"]
@@ -309,15 +310,15 @@ def test_maj_at_n_of_a_self_consistency_run_is_its_own_score(run, tiny_model_dir
     shutil.copy(sc["samples"], cells / "svamp__sc.samples.jsonl")
     assert curves.cell_curve(sc["dir"] / "compare", "svamp", "sc") == points
     # ... and from the digest alone, as a committed folder keeps it
-    compare.write_digest(sc["dir"] / "compare", "svamp", "sc")
+    compare_run.write_digest(sc["dir"] / "compare", "svamp", "sc")
     for suffix in (".trace.jsonl", ".samples.jsonl"):
         (cells / f"svamp__sc{suffix}").unlink()
     assert curves.cell_curve(sc["dir"] / "compare", "svamp", "sc") == points
     tokens = [r["tokens_generated"] for r in sc["trace"].values()]
     assert points[-1].tokens == pytest.approx(sum(tokens) / len(tokens), abs=1e-9)
     # the softreason run's chosen candidates score what its samples say
-    scores = curves.candidate_scores("svamp", run["rows"], run["trace"], task=task)
+    scores = rescore.candidate_scores("svamp", run["rows"], run["trace"], task=task)
     for row in run["rows"]:
         if row["filter"] == "flexible-extract":
-            record = run["trace"][prompt_sha(rescore.request_args(row)[0])]
+            record = run["trace"][prompt_sha(artifacts.request_args(row)[0])]
             assert scores[record["prompt_sha"]][record["chosen"]] == row["exact_match"]

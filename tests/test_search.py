@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm_eval_softreason.bayesopt import propose
-from lm_eval_softreason.config import SoftReasonConfig
-from lm_eval_softreason.perturbation import EmbeddingSpace
-from lm_eval_softreason.selection import Generation, majority, rank
+from lm_eval_softreason.strategies.softreason.bayesopt import propose
+from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
+from lm_eval_softreason.scoring.selection import Generation, majority, rank
 
 
 def space(**kwargs) -> EmbeddingSpace:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from lm_eval_softreason.extraction import get_answer_extractor
-from lm_eval_softreason.objectives import VERIFIERS, VerifyRequest
+from lm_eval_softreason.scoring.extraction import get_answer_extractor
+from lm_eval_softreason.scoring.objectives import VERIFIERS, VerifyRequest
 from lm_eval_softreason.trace import read_trace
-from lm_eval_softreason.verifiers import MODEL_VERIFIERS, ChatFormat, MultiGenerate
-from lm_eval_softreason.verifiers.base import ANALYSES_SEPARATOR
-from lm_eval_softreason.verifiers.judge import UNCLEAR
+from lm_eval_softreason.scoring.verifiers import MODEL_VERIFIERS, ChatFormat, MultiGenerate
+from lm_eval_softreason.scoring.verifiers.base import ANALYSES_SEPARATOR
+from lm_eval_softreason.scoring.verifiers.judge import UNCLEAR
 from tests.helpers import QUESTIONS, request
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_softreason import view
-from lm_eval_softreason.answers import answers_match
-from lm_eval_softreason.config import SoftReasonConfig
-from lm_eval_softreason.rescore import read_jsonl, request_args
+from lm_eval_softreason.analysis import view
+from lm_eval_softreason.scoring.answers import answers_match
+from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.analysis.artifacts import read_jsonl, request_args
 from tests import browser
 from tests.helpers import FAST
 from tests.test_window import SVAMP_ROWS
@@ -44,7 +44,7 @@ def evaluate(model: str, tmp: Path, trace: Path, **model_args: object) -> Path:
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
 
-    import lm_eval_softreason.model  # noqa: F401  (registers --model softreason)
+    import lm_eval_softreason.harness.hf_model  # noqa: F401  (registers --model softreason)
     from lm_eval_softreason.tasks_path import tasks_dir
 
     out = tmp / "out"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from lm_eval.api.model import CachingLM
 
-from lm_eval_softreason.config import ConfigError
-from lm_eval_softreason.model import SoftReasonLM
+from lm_eval_softreason.errors import ConfigError
+from lm_eval_softreason.harness.hf_model import SoftReasonLM
 from lm_eval_softreason.trace import read_trace
 from tests.helpers import request
 

@@ -1,5 +1,1 @@
-"""Engines decode for the search; the search never knows which one (see ``base.py``)."""
-
-from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
-
-__all__ = ["DecodeResult", "DecodeRow", "Engine", "PromptState"]
+"""Engines decode rows for the strategies; a strategy never knows which engine (see ``base.py``)."""

@@ -26,7 +26,7 @@ from lm_eval_softreason.compat import (
     new_cache,
 )
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
-from lm_eval_softreason.engines.stops import StopChecker
+from lm_eval_softreason.engines.output import StopChecker
 
 log = logging.getLogger(__name__)
 

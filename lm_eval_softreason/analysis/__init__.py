@@ -1,0 +1,1 @@
+"""Tools over finished runs: compare, rescore, diagnose, gate, curves, digests, reports, view."""

@@ -1,0 +1,1 @@
+"""The vLLM engine: decoding, its CPU workarounds and the checkpoint it reads."""

@@ -1,0 +1,1 @@
+"""What a candidate is worth: answers, extraction, coherence, verifiers and selection."""

@@ -1,0 +1,46 @@
+"""*Generate* verifiers: the model solves the problem itself, having read candidate solutions,
+and a candidate's reward is 1 when its answer equals the verifier's, else 0."""
+
+from __future__ import annotations
+
+from lm_eval_softreason.scoring.answers import answers_match
+from lm_eval_softreason.scoring.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.scoring.verifiers.base import ModelVerifier
+
+
+class MultiGenerate(ModelVerifier):
+    """The paper's default: one call per question and round reads all of the round's
+    candidates and writes one answer."""
+
+    instructions = (
+        "You are checking candidate solutions to a problem. Read the problem and the candidate "
+        "solutions, reason step by step about which answer is correct (the candidates may all "
+        "be wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n"
+    )
+    per_candidate = False
+
+    def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
+        (analysis,) = analyses
+        answer = self.parse_answer(analysis, request.task_name)
+        return VerifyResult(rewards=[1.0 if answers_match(a, answer) else 0.0
+                                     for a in request.answers],
+                            verifier_answer=answer)
+
+
+class SingleGenerate(ModelVerifier):
+    """One call per candidate, which it reads alone: the verifier is not swayed by the other
+    candidates, at one verifier generation per candidate."""
+
+    instructions = (
+        "You are checking a candidate solution to a problem. Read the problem and the "
+        "candidate solution, reason step by step about what the correct answer is (the "
+        "candidate may be wrong), then end with a final line of the form "
+        "'Answer: <final answer>'.\n\n"
+    )
+    per_candidate = True
+
+    def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
+        answers = [self.parse_answer(a, request.task_name) for a in analyses]
+        return VerifyResult(rewards=[1.0 if answers_match(a, v) else 0.0
+                                     for a, v in zip(request.answers, answers)],
+                            verifier_answers=answers)

@@ -1,0 +1,55 @@
+"""*Judge* verifiers: the model gives each candidate a verdict, correct (reward 1) or
+incorrect (0); a verdict it does not state clearly counts 0.5, neither for nor against."""
+
+from __future__ import annotations
+
+import re
+
+from lm_eval_softreason.scoring.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.scoring.verifiers.base import ModelVerifier
+
+UNCLEAR = 0.5
+_VERDICT = r"\**\s*[:：\-]?\s*\**\s*(?:is\s+)?\**(not\s+correct|incorrect|wrong|correct|right)\b"
+_SINGLE_RE = re.compile(r"verdict" + _VERDICT, re.IGNORECASE)
+
+
+def _reward(word: str) -> float:
+    return 1.0 if word.lower() in ("correct", "right") else 0.0
+
+
+class MultiJudge(ModelVerifier):
+    """One call per question and round judges every candidate of the round."""
+
+    instructions = (
+        "You are checking candidate solutions to a problem. Read the problem and the candidate "
+        "solutions, reason step by step about each one, then end with one line per solution "
+        "of the form 'Solution <number>: correct' or 'Solution <number>: incorrect'.\n\n"
+    )
+    per_candidate = False
+
+    def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
+        (analysis,) = analyses
+        rewards = []
+        for i in range(1, len(request.candidates) + 1):
+            verdicts = re.findall(rf"solution\s*{i}" + _VERDICT, analysis, re.IGNORECASE)
+            rewards.append(_reward(verdicts[-1]) if verdicts else UNCLEAR)
+        return VerifyResult(rewards=rewards, verifier_answers=[])
+
+
+class SingleJudge(ModelVerifier):
+    """One call per candidate, which it judges alone."""
+
+    instructions = (
+        "You are checking a candidate solution to a problem. Read the problem and the "
+        "candidate solution, reason step by step about whether its final answer is correct, "
+        "then end with a final line of the form 'Verdict: correct' or 'Verdict: incorrect'."
+        "\n\n"
+    )
+    per_candidate = True
+
+    def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
+        rewards = []
+        for analysis in analyses:
+            verdicts = _SINGLE_RE.findall(analysis)
+            rewards.append(_reward(verdicts[-1]) if verdicts else UNCLEAR)
+        return VerifyResult(rewards=rewards, verifier_answers=[])

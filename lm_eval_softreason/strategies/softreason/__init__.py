@@ -1,0 +1,1 @@
+"""The Soft Reasoning search: perturbed first-token embeddings proposed by Bayesian optimisation."""
