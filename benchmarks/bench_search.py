@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         lm._extractor(task)
         verifier = lm.verifier
         probe.reset()
-        from lm_eval_softreason.scoring.objectives import VerifyRequest
+        from lm_eval_softreason.scoring.verification import VerifyRequest
 
         [(prefix, _)] = verifier.build_prompts(VerifyRequest(prompts[0], ["x"], [None], task))
         # what verify_many would prefill first

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from lm_eval_softreason.scoring.objectives import VerifyRequest
+from lm_eval_softreason.scoring.verification import VerifyRequest
 
 HOLD_ENV = "SOFTREASON_TEST_HOLD"
 HOLD_LIMIT_S = 300.0

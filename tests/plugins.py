@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from lm_eval_softreason.scoring.objectives import VerifyRequest
+from lm_eval_softreason.scoring.verification import VerifyRequest
 
 CALLS: list[VerifyRequest] = []
 

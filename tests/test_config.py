@@ -9,7 +9,8 @@ import pytest
 
 from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.strategies.config import SoftReasonConfig
-from lm_eval_softreason.scoring.objectives import resolve_coherence, resolve_verifier_spec
+from lm_eval_softreason.scoring.coherence import resolve_coherence
+from lm_eval_softreason.scoring.verification import resolve_verifier_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

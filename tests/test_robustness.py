@@ -244,7 +244,7 @@ def test_use_cache_refuses_another_model_setting(tiny_model_dir, tmp_path, other
 def test_weights_fingerprint_changes_with_the_weight_files(tiny_model_dir, tmp_path):
     import shutil
 
-    from lm_eval_softreason.harness.mixin import weights_fingerprint as _weights_fingerprint
+    from lm_eval_softreason.harness.cache_guard import weights_fingerprint as _weights_fingerprint
 
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
     assert _weights_fingerprint(str(copy)) == _weights_fingerprint(tiny_model_dir)
@@ -277,7 +277,7 @@ def test_weight_hashes_are_remembered_per_path_size_and_mtime(tmp_path, monkeypa
     import json
     import os
 
-    from lm_eval_softreason.harness.mixin import file_sha256
+    from lm_eval_softreason.harness.cache_guard import file_sha256
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     weights = tmp_path / "model.safetensors"

@@ -8,7 +8,8 @@ import torch
 from lm_eval_softreason.strategies.softreason.bayesopt import propose
 from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
-from lm_eval_softreason.scoring.selection import Generation, majority, rank
+from lm_eval_softreason.scoring.candidate import Generation
+from lm_eval_softreason.scoring.selection import majority, rank
 
 
 def space(**kwargs) -> EmbeddingSpace:

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from lm_eval_softreason.scoring.extraction import get_answer_extractor
-from lm_eval_softreason.scoring.objectives import VERIFIERS, VerifyRequest
+from lm_eval_softreason.scoring.verification import VERIFIERS, VerifyRequest
 from lm_eval_softreason.trace import read_trace
 from lm_eval_softreason.scoring.verifiers import MODEL_VERIFIERS, ChatFormat, MultiGenerate
 from lm_eval_softreason.scoring.verifiers.base import ANALYSES_SEPARATOR

@@ -6,7 +6,7 @@ cost, so one run draws the whole curve that the other strategies are compared wi
 
 Definitions:
 
-* a subset returns what the run's vote returns (``baselines.SelfConsistency``): the first
+* a subset returns what the run's vote returns (``self_consistency.SelfConsistency``): the first
   sample, in sampling order, holding the majority answer (``selection.majority``: unparsed
   answers never vote, a tie goes to the answer sampled first), or the subset's first sample
   when no answer parsed. It scores what that sample scores: ``right`` per sample, by default

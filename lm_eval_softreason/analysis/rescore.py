@@ -31,9 +31,10 @@ from typing import Any
 
 from lm_eval_softreason.analysis.artifacts import read_jsonl, request_args, sample_sha
 from lm_eval_softreason.errors import ConfigError
-from lm_eval_softreason.scoring.objectives import check_takes_one_argument, import_callable
+from lm_eval_softreason.scoring.plugins import check_takes_one_argument, import_callable
 from lm_eval_softreason.analysis.report import render_table
-from lm_eval_softreason.scoring.selection import SELECTS, Generation, rank
+from lm_eval_softreason.scoring.candidate import Generation
+from lm_eval_softreason.scoring.selection import SELECTS, rank
 from lm_eval_softreason.settings import fingerprint, prompt_sha
 from lm_eval_softreason.trace import read_trace
 

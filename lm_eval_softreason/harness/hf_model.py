@@ -19,7 +19,8 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from lm_eval_softreason.strategies.config import SoftReasonConfig  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token  # noqa: E402
-from lm_eval_softreason.harness.mixin import SoftReasonMixin, refuse_unsharded_processes  # noqa: E402
+from lm_eval_softreason.harness.mixin import SoftReasonMixin  # noqa: E402
+from lm_eval_softreason.harness.requests import refuse_unsharded_processes  # noqa: E402
 from lm_eval_softreason.harness.preflight import check_before_load  # noqa: E402
 
 log = logging.getLogger(__name__)

@@ -3,51 +3,52 @@
 ``generate_until`` groups a call's requests into distinct questions, runs them through the
 window of questions in flight (:mod:`lm_eval_softreason.strategies.runner`), streams each finished one to
 the trace and the ``--use_cache`` database, and checks fallbacks at the end. The lm-eval model
-classes (``model.py`` on Hugging Face, ``model_vllm.py`` on vLLM) mix this in and provide the
-engine, the model's identity and prompt encoding; nothing here knows which engine it is.
+classes (``hf_model.py``, ``vllm_model.py``) mix this in and provide the engine, the model's
+identity and prompt encoding; nothing here knows which engine it is.
 """
 
 from __future__ import annotations
 
-import atexit
-import hashlib
-import json
 import logging
-import os
-import sqlite3
-import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from lm_eval.models.utils import (
-    handle_stop_sequences,
-    normalize_gen_kwargs,
-    postprocess_generated_text,
-)
+from lm_eval.models.utils import handle_stop_sequences, postprocess_generated_text
 
-from lm_eval_softreason.strategies.softreason.bayesopt import Proposer
-from lm_eval_softreason.strategies.baselines import CotDecoding, Fire, SelfConsistency
-from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.engines.base import Engine, PromptState
-from lm_eval_softreason.errors import RunRefused, UserError
-from lm_eval_softreason.scoring.extraction import get_answer_extractor
-from lm_eval_softreason.scoring.objectives import (
-    NoVerifier,
-    as_batch_verifier,
-    resolve_coherence,
-    resolve_verifier_spec,
+from lm_eval_softreason.harness.cache_guard import (
+    CACHE_SEARCHED_KEY,
+    guard_cache,
+    weights_fingerprint,
+)
+from lm_eval_softreason.harness.fallbacks import (
+    CallTally,
+    check_fallbacks,
+    fallback_kind,
+    install_exit_warnings,
 )
 from lm_eval_softreason.harness.outputs import guard_cli_run
-from lm_eval_softreason.strategies.runner import PHASES, WindowedRunner
-from lm_eval_softreason.strategies.softreason.search import SoftReasonSearch
-from lm_eval_softreason.settings import CACHE_CONFIG_KEY, prompt_sha
-from lm_eval_softreason.strategies.base import Greedy, QuestionContext, Strategy
-from lm_eval_softreason.trace import TraceWriter
+from lm_eval_softreason.harness.requests import UniqueRequest, group_requests, question_key
+from lm_eval_softreason.harness.window import rows_per_question, window_size
+from lm_eval_softreason.scoring.coherence import resolve_coherence
+from lm_eval_softreason.scoring.extraction import get_answer_extractor
+from lm_eval_softreason.scoring.verification import (
+    NoVerifier,
+    as_batch_verifier,
+    resolve_verifier_spec,
+)
 from lm_eval_softreason.scoring.verifiers import MODEL_VERIFIERS
+from lm_eval_softreason.settings import prompt_sha
+from lm_eval_softreason.strategies.base import Greedy, QuestionContext, Strategy
+from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.strategies.cot_decoding import CotDecoding
+from lm_eval_softreason.strategies.fire import Fire
+from lm_eval_softreason.strategies.runner import PHASES, WindowedRunner
+from lm_eval_softreason.strategies.self_consistency import SelfConsistency
+from lm_eval_softreason.strategies.softreason.bayesopt import Proposer
+from lm_eval_softreason.strategies.softreason.search import SoftReasonSearch
+from lm_eval_softreason.trace import TraceWriter
 from lm_eval_softreason.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -59,46 +60,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fire": Fire,
     "cot_decoding": CotDecoding,
 }
-CACHE_SEARCHED_KEY = "__lm_eval_softreason_searched__"
-# max_active=auto sizes the window for prompts of this many tokens (longer ones still run).
-AUTO_WINDOW_PROMPT_TOKENS = 2048
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
 def _stripped(text: str) -> str | None:
     return text.strip() or None
-
-
-@dataclass
-class _Unique:
-    """One distinct (context, gen_kwargs) of a call, and the request indices it answers."""
-
-    context: str
-    gen_kwargs: dict
-    task_name: str
-    indices: list[int]
-    until: tuple[str, ...] = ()
-    max_gen_toks: int = 0
-
-
-@dataclass
-class _CallTally:
-    """Outcomes of one ``generate_until`` call, for the fallback checks at its end."""
-
-    searched: int = 0
-    fallbacks: list[str] = field(default_factory=list)
-
-
-_EXIT_WARNINGS: list[str] = []
-
-
-def _print_exit_warnings() -> None:
-    """Repeat fallback warnings after lm-eval's results table, where a reader looks."""
-    for text in _EXIT_WARNINGS:
-        print(f"\n{'!' * 78}\n{text}\n{'!' * 78}", file=sys.stderr)
-
-
-atexit.register(_print_exit_warnings)
 
 
 class SoftReasonMixin:
@@ -125,6 +90,7 @@ class SoftReasonMixin:
         self._extractors: dict[str, Callable[[str], str | None]] = {}
         table = self.engine.input_embeddings()
         self._embedding_std = float(table.float().std(dim=0).mean())
+        install_exit_warnings()
 
     def model_identity(self) -> dict[str, Any]:
         """Everything about the loaded model that changes outputs (for the cache guard): path
@@ -202,37 +168,12 @@ class SoftReasonMixin:
         if db is not None:
             lock = WriterLock(db.filename, "--use_cache database")
             try:
-                self._guard_cache(db)
+                guard_cache(db, {**self.model_identity(), **self.sr_config.public_dict()})
             except BaseException:
                 lock.release()
                 raise
             self._cache_lock = lock
         super().set_cache_hook(cache_hook)
-
-    def _guard_cache(self, db: Any) -> None:
-        """Check the settings a ``--use_cache`` database was written under against ours, and
-        record ours in a new one."""
-        mine = {**self.model_identity(), **self.sr_config.public_dict()}
-        try:
-            stored, size = db.get(CACHE_CONFIG_KEY), len(db)
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"--use_cache database {db.filename} is not readable ({exc}); "
-                            f"move it aside or choose another --use_cache path") from None
-        if stored is None and size > 0:
-            raise UserError(
-                f"the --use_cache database {db.filename} already holds results of another "
-                "model or strategy (it has no softreason configuration); give softreason its "
-                "own --use_cache path"
-            )
-        if stored is not None and stored != mine:
-            diff = {k: (stored.get(k), mine.get(k)) for k in sorted(set(stored) | set(mine))
-                    if stored.get(k) != mine.get(k)}
-            raise UserError(
-                f"the --use_cache database {db.filename} holds results of a different "
-                f"softreason configuration (differences, cached vs now: {diff}); use another "
-                "--use_cache path per configuration"
-            )
-        db[CACHE_CONFIG_KEY] = mine
 
     def get_model_info(self) -> dict:
         parent = getattr(super(), "get_model_info", None)
@@ -251,9 +192,9 @@ class SoftReasonMixin:
         uniques = self._group(requests)
         started = time.perf_counter()
         out: list[str] = [""] * len(requests)
-        call = _CallTally()
+        call = CallTally()
 
-        def finish(u: _Unique, s: Strategy | None) -> None:
+        def finish(u: UniqueRequest, s: Strategy | None) -> None:
             if s is None:
                 call.fallbacks.append("prompt could not be run")
                 self._count_fallback("prompt could not be run")
@@ -297,72 +238,30 @@ class SoftReasonMixin:
         return self._verifier
 
     def rows_per_question(self) -> int:
-        """The most rows one question decodes in one round (its candidates, samples or
-        branches; a ``single_*`` verifier sends one prompt per candidate, no more)."""
-        cfg = self.sr_config
-        return {"softreason": max(cfg.n_init, cfg.batch), "sample": cfg.n_samples,
-                "fire": cfg.n_samples, "cot_decoding": cfg.top_k}.get(cfg.mode, 1)
+        """The most rows one question decodes in one round."""
+        return rows_per_question(self.sr_config)
 
     def _max_active(self) -> int:
-        """Questions in flight. ``auto``: enough to fill one decode batch (rows per question
-        from the mode), at most as many prompt states of ``AUTO_WINDOW_PROMPT_TOKENS`` tokens
-        as fit in a quarter of free memory."""
-        cfg = self.sr_config
-        if cfg.max_active != "auto":
-            return int(cfg.max_active)
-        import psutil
+        """Questions in flight (:func:`~lm_eval_softreason.harness.window.window_size`)."""
+        return window_size(self.sr_config, self.row_batch_size(),
+                           self.engine.state_bytes_per_token(), self.max_length)
 
-        fill = max(1, self.row_batch_size() // self.rows_per_question())
-        per_question = self.engine.state_bytes_per_token() * min(self.max_length,
-                                                                 AUTO_WINDOW_PROMPT_TOKENS)
-        fit = int(psutil.virtual_memory().available * 0.25 // max(1, per_question))
-        size = max(1, min(fill, fit))
-        log.info("max_active=auto: up to %d questions in flight", size)
-        return size
-
-    def _group(self, requests: list) -> list[_Unique]:
-        """Distinct (context, gen_kwargs) of a call, with their stop strings and budgets;
-        a budget the context cannot hold is refused here, before any work."""
-        seen: dict[str, _Unique] = {}
+    def _group(self, requests: list) -> list[UniqueRequest]:
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        for i, req in enumerate(requests):
-            context, gen_kwargs = req.args
-            key = context + "\x00" + json.dumps(gen_kwargs, sort_keys=True, default=str)
-            if key not in seen:
-                kwargs = normalize_gen_kwargs(dict(gen_kwargs), self.max_gen_toks)
-                until = tuple(handle_stop_sequences(kwargs.pop("until", None), eos=eos))
-                max_gen = int(kwargs.pop("max_gen_toks"))
-                if max_gen >= self.max_length:
-                    raise UserError(
-                        f"max_gen_toks={max_gen} does not fit the model's context of "
-                        f"max_length={self.max_length} tokens (no room is left for the prompt); "
-                        f"lower max_gen_toks (--gen_kwargs or the task's generation_kwargs) "
-                        f"or raise max_length (--model_args max_length=...)"
-                    )
-                seen[key] = _Unique(context, gen_kwargs, getattr(req, "task_name", "") or "",
-                                    [], until, max_gen)
-            seen[key].indices.append(i)
-        return list(seen.values())
+        return group_requests(requests, eos, self.max_gen_toks, self.max_length)
 
-    @staticmethod
-    def _question_key(u: _Unique, settings: str) -> str:
-        """Hash of (prompt, gen_kwargs, a fingerprint of the settings)."""
-        blob = "\x00".join([u.context, json.dumps(u.gen_kwargs, sort_keys=True, default=str),
-                            settings])
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def _question_name(self, u: _Unique) -> str:
+    def _question_name(self, u: UniqueRequest) -> str:
         """Names a question in traces: every setting that changes results counts, so runs
         that share a trace file never mistake each other's questions for their own."""
-        return self._question_key(u, self.sr_config.fingerprint())[:16]
+        return question_key(u, self.sr_config.fingerprint())[:16]
 
-    def _seed(self, u: _Unique) -> int:
+    def _seed(self, u: UniqueRequest) -> int:
         """Per-question seed from the prompt and the settings that draw candidates (not the
         scoring ones, :meth:`SoftReasonConfig.search_fingerprint`), never from doc_id or rank,
         so results do not depend on --limit, sharding or request order."""
-        return int(self._question_key(u, self.sr_config.search_fingerprint())[:16], 16) >> 1
+        return int(question_key(u, self.sr_config.search_fingerprint())[:16], 16) >> 1
 
-    def _start(self, us: list[_Unique]) -> list[Strategy | None]:
+    def _start(self, us: list[UniqueRequest]) -> list[Strategy | None]:
         """Strategies of the questions joining the window, their prompts prefilled in one
         engine call; if that fails, one by one, and a prompt that cannot be run even alone
         gets None (answered with an empty string, logged)."""
@@ -378,7 +277,7 @@ class SoftReasonMixin:
         return [self._strategy(u, state, too_long)
                 for u, state, (_, too_long) in zip(us, states, prepared)]
 
-    def _encode(self, u: _Unique) -> tuple[list[int], str | None]:
+    def _encode(self, u: UniqueRequest) -> tuple[list[int], str | None]:
         """The prompt's ids, cut to what fits beside the generation budget as HFLM's own
         greedy path does, and the fallback reason when it had to be cut."""
         max_ctx = self.max_length - u.max_gen_toks
@@ -388,7 +287,7 @@ class SoftReasonMixin:
         return ids[-max_ctx:], (f"prompt longer than the context: {len(ids)} tokens, "
                                 f"{max_ctx} fit beside max_gen_toks={u.max_gen_toks}")
 
-    def _strategy(self, u: _Unique, state: PromptState, too_long: str | None) -> Strategy:
+    def _strategy(self, u: UniqueRequest, state: PromptState, too_long: str | None) -> Strategy:
         ctx = QuestionContext(
             prompt=u.context, state=state, task_name=u.task_name,
             seed=self._seed(u), cfg=self.sr_config, coherence=self._coherence_fn,
@@ -412,7 +311,7 @@ class SoftReasonMixin:
                 self._extractors[task_name] = _stripped
         return self._extractors[task_name]
 
-    def _account(self, u: _Unique, s: Strategy) -> None:
+    def _account(self, u: UniqueRequest, s: Strategy) -> None:
         st = self._stats
         st["questions"] += 1
         st["rounds"] += s.counters.rounds
@@ -429,7 +328,7 @@ class SoftReasonMixin:
             record["config"] = self.sr_config.fingerprint()
             self._trace.write(record)
 
-    def _stream_to_cache(self, u: _Unique, answer: str) -> None:
+    def _stream_to_cache(self, u: UniqueRequest, answer: str) -> None:
         """Write a searched answer to ``--use_cache`` now (lm-eval's ``CachingLM`` would
         only write after the whole call) and count it, for the fallback checks of a resumed
         run. Fallback answers are left to ``CachingLM``'s write at the end of a call that
@@ -439,34 +338,18 @@ class SoftReasonMixin:
         if db is not None:
             db[CACHE_SEARCHED_KEY] = db.get(CACHE_SEARCHED_KEY, 0) + 1
 
-    def _check_fallbacks(self, call: _CallTally) -> None:
-        """Refuse a call whose every question fell back (its numbers would be greedy's under
-        our name); warn loudly above ``max_fallback_rate``."""
-        if not call.fallbacks:
-            return
-        total = call.searched + len(call.fallbacks)
-        reasons = dict(Counter(r.split(":")[0] for r in call.fallbacks).most_common())
+    def _check_fallbacks(self, call: CallTally) -> None:
         db = getattr(self.cache_hook, "dbdict", None)
         earlier = db.get(CACHE_SEARCHED_KEY, 0) if db is not None else 0
-        if not call.searched and not earlier:
-            raise RunRefused(
-                f"all {total} questions fell back to plain greedy decoding, so these would be "
-                f"greedy's results under mode={self.sr_config.mode}; reasons: {reasons} (the "
-                f"log has each error). Fix the cause and rerun."
-            )
-        rate = len(call.fallbacks) / total
-        if rate > self.sr_config.max_fallback_rate:
-            text = (f"softreason: {len(call.fallbacks)} of {total} questions "
-                    f"({rate:.0%}) fell back to plain greedy decoding, more than "
-                    f"max_fallback_rate={self.sr_config.max_fallback_rate:g}; reasons: {reasons}. "
-                    f"These results are partly greedy's.")
+        text = check_fallbacks(call, earlier, self.sr_config.mode,
+                               self.sr_config.max_fallback_rate)
+        if text is not None:
             log.warning(text)
             self._warnings.append(text)
-            _EXIT_WARNINGS.append(text)
 
     def _count_fallback(self, reason: str) -> None:
         self._stats["fallbacks"] += 1
-        key = reason.split(":")[0]
+        key = fallback_kind(reason)
         self._fallback_reasons[key] = self._fallback_reasons.get(key, 0) + 1
 
     def _to_text(self, tokens: list[int], until) -> str:  # type: ignore[no-untyped-def]
@@ -484,57 +367,3 @@ class SoftReasonMixin:
             prev = end
         return spans
 
-
-def weights_fingerprint(pretrained: Any) -> str | None:
-    """The sha256 of every weight file of a local model folder, with their names, hashed
-    together: a model rebuilt in place (another seed, a fine-tune) gets a new fingerprint even
-    at the same file sizes. None for a Hub id (its revision is in the identity instead) or an
-    in-memory model. Each file is hashed once per (path, size, mtime); see :func:`file_sha256`."""
-    if not isinstance(pretrained, (str, os.PathLike)) or not Path(pretrained).is_dir():
-        return None
-    files = sorted((str(p.relative_to(pretrained)), file_sha256(p))
-                   for p in Path(pretrained).rglob("*") if p.suffix in WEIGHT_SUFFIXES)
-    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    """A file's sha256, remembered in ``$XDG_CACHE_HOME/lm_eval_softreason/sha256.json`` under
-    its absolute path, size and mtime, so a large checkpoint is read in full only when it
-    changed. A cache that cannot be read or written is only a cost, never an error."""
-    stat = path.stat()
-    key = f"{path.resolve()}\x00{stat.st_size}\x00{stat.st_mtime_ns}"
-    store = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
-                 "lm_eval_softreason", "sha256.json")
-    try:
-        known = json.loads(store.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), str):
-        return known[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            digest.update(chunk)
-    known = known if isinstance(known, dict) else {}
-    known[key] = digest.hexdigest()
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, store)
-    except OSError:
-        pass
-    return known[key]
-
-
-def refuse_unsharded_processes(world_size: int) -> None:
-    """``torchrun``/``accelerate launch`` with N processes, where lm-eval did not shard the
-    requests (HFLM shards only across GPUs): every process would run every question."""
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if launched > 1 and world_size != launched:
-        raise RunRefused(
-            f"launched as {launched} processes (WORLD_SIZE={launched}), but lm-eval split the "
-            f"requests over {world_size} (it shards only across GPUs, one per process), so "
-            f"each process would run every question. Run a single process (batch_size and "
-            f"max_active set the parallelism), or launch one process per GPU."
-        )

@@ -21,7 +21,8 @@ from lm_eval.models.utils import has_bos_prefix
 
 from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.strategies.config import SoftReasonConfig
-from lm_eval_softreason.harness.mixin import SoftReasonMixin, refuse_unsharded_processes
+from lm_eval_softreason.harness.mixin import SoftReasonMixin
+from lm_eval_softreason.harness.requests import refuse_unsharded_processes
 from lm_eval_softreason.harness.preflight import check_before_load
 
 log = logging.getLogger(__name__)

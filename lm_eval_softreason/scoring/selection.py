@@ -7,27 +7,10 @@ rule found with ``rescore`` on a finished trace returns the same answer when a r
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from lm_eval_softreason.scoring.answers import normalize_answer
-
-
-@dataclass
-class Generation:
-    """One finished candidate of a question, with everything the trace records."""
-
-    text: str
-    tokens: int
-    logprobs: list[float] = field(repr=False, default_factory=list)
-    margins: list[float] = field(repr=False, default_factory=list)
-    answer: str | None = None
-    round: int = 0
-    r_verifier: float | None = None
-    r_coherence: float | None = None
-    reward: float | None = None
-    confidence: float | None = None  # cot_decoding's answer confidence
-    spans: list[tuple[int, int]] = field(repr=False, default_factory=list)  # token char offsets
+from lm_eval_softreason.scoring.candidate import Generation
 
 
 def majority(answers: Sequence[str | None]) -> str | None:

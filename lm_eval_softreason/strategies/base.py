@@ -16,8 +16,9 @@ import torch
 from lm_eval_softreason.strategies.softreason.bayesopt import Proposal, ProposalRequest
 from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.engines.base import DecodeRow, PromptState
-from lm_eval_softreason.scoring.objectives import CoherenceFn, VerifyRequest, VerifyResult
-from lm_eval_softreason.scoring.selection import Generation
+from lm_eval_softreason.scoring.candidate import Generation
+from lm_eval_softreason.scoring.coherence import CoherenceFn
+from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
 
 
 @dataclass
@@ -138,15 +139,19 @@ class Strategy:
         }
 
 
-class Greedy(Strategy):
+class OneRound(Strategy):
+    """Strategies that decode one batch of rows and then choose."""
+
+    def observe(self, gens: list[Generation]) -> None:
+        self.record(gens)
+        self.counters.rounds = 1
+        self.finish("done")
+
+
+class Greedy(OneRound):
     """Plain greedy decoding (``mode=greedy``), also the fallback of every other strategy."""
 
     name = "greedy"
 
     def rows(self) -> list[DecodeRow]:
         return [self.row(first_token=self.ctx.state.greedy_token)]
-
-    def observe(self, gens: list[Generation]) -> None:
-        self.record(gens)
-        self.counters.rounds = 1
-        self.finish("done")

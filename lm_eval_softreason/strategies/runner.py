@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from lm_eval_softreason.strategies.softreason.bayesopt import Proposer
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine
-from lm_eval_softreason.scoring.objectives import BatchVerifier, VerifyRequest
-from lm_eval_softreason.scoring.selection import Generation
+from lm_eval_softreason.scoring.verification import BatchVerifier, VerifyRequest
+from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.strategies.base import Greedy, Strategy
 
 log = logging.getLogger(__name__)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
-import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lm_eval_softreason.analysis.compare.cell import (config_without_paths, jsonable, metric,
+                                                      per_question, sample_context,
+                                                      sample_responses, trace_stats)
 from lm_eval_softreason.analysis.compare.plan import (BUDGET_STRATEGY, HF_DEFAULT_BATCH,
                                                       HF_SC_STRATEGY, HF_SC_TASK, RunSettings,
                                                       budget_samples, check_spec, hf_args,
@@ -180,9 +181,9 @@ class CellRunner:
         samples = results.get("samples", {}).get(task_name, [])
         generated = prefilled = 0
         for s in samples:
-            context = _sample_context(s)
+            context = sample_context(s)
             n_ctx = len(base.tok_encode(context)) if context else 0
-            for text in _sample_responses(s):
+            for text in sample_responses(s):
                 generated += len(base.tok_encode(text))
                 prefilled += n_ctx
         questions = len(samples)
@@ -222,11 +223,11 @@ class CellRunner:
             "schema": CELL_SCHEMA,
             "task": task,
             "strategy": strategy,
-            "spec": json.loads(json.dumps(self.st.spec(task, strategy), default=str)),
-            "accuracy_strict": _metric(task_results, strict_filter),
-            "accuracy_flexible": _metric(task_results, flexible_filter),
-            "stderr_strict": _metric(task_results, strict_filter, stderr=True),
-            "stderr_flexible": _metric(task_results, flexible_filter, stderr=True),
+            "spec": jsonable(self.st.spec(task, strategy)),
+            "accuracy_strict": metric(task_results, strict_filter),
+            "accuracy_flexible": metric(task_results, flexible_filter),
+            "stderr_strict": metric(task_results, strict_filter, stderr=True),
+            "stderr_flexible": metric(task_results, flexible_filter, stderr=True),
             "metrics": {k: v for k, v in task_results.items() if k != "alias"},
             "n": n_samples.get("effective"),
             "cell_wall_time_s": cell_wall,
@@ -237,7 +238,7 @@ class CellRunner:
             "files": {"samples": f"cells/{cell_stem(task, strategy)}.samples.jsonl",
                       "trace": (None if strategy == HF_SC_STRATEGY
                                 else f"cells/{cell_stem(task, strategy)}.trace.jsonl")},
-            "lm_eval_config": _jsonable(_config_without_paths(results.get("config", {}))),
+            "lm_eval_config": jsonable(config_without_paths(results.get("config", {}))),
         }
 
     def _write(self, paths: dict[str, Path], cell: dict, results: dict, task: str) -> None:
@@ -312,24 +313,6 @@ def read_progress(path: Path) -> dict[str, Any] | None:
     return progress if progress is not None and progress.get("attempts") else None
 
 
-def trace_stats(records: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
-    """A cell's totals from its trace records, which hold every question once whichever
-    attempt decoded it (the model's own stats count only the current attempt's questions),
-    and the wall time of all its attempts."""
-    reasons = Counter(r["fallback"].split(":")[0] for r in records if r["fallback"] is not None)
-    return {
-        "questions": len(records),
-        "fallbacks": sum(reasons.values()),
-        "rounds": sum(r["rounds"] for r in records),
-        "candidates": sum(len(r["candidates"]) for r in records),
-        "tokens_generated": sum(r["tokens_generated"] for r in records),
-        "tokens_prefilled": sum(r["tokens_prefilled"] for r in records),
-        "verifier_tokens": sum(r["verifier_tokens"] for r in records),
-        "wall_time_s": wall_time_s,
-        "fallback_reasons": dict(reasons),
-    }
-
-
 def close_cache(lm: Any) -> None:
     """Close the cell's cache database and unhook it from the shared model, which the next
     cell hooks to its own."""
@@ -338,69 +321,3 @@ def close_cache(lm: Any) -> None:
     if lm.cache_hook.dbdict is not None:
         lm.cache_hook.dbdict.close()
     lm.set_cache_hook(CacheHook(None))
-
-
-def per_question(stats: dict[str, Any], questions: int) -> dict[str, float | None]:
-    def mean(key: str) -> float | None:
-        return stats.get(key, 0) / questions if questions else None
-
-    return {
-        "questions": questions,
-        # tokens_generated already counts the verifier's tokens (a subset: verifier_tokens).
-        "tokens_generated_per_q": mean("tokens_generated"),
-        "verifier_tokens_per_q": mean("verifier_tokens"),
-        "tokens_prefilled_per_q": mean("tokens_prefilled"),
-        "wall_time_per_q_s": mean("wall_time_s"),
-        "fallbacks": stats.get("fallbacks", 0),
-    }
-
-
-def _metric(task_results: dict, filter_name: str | None, stderr: bool = False) -> float | None:
-    if filter_name is None:
-        return None
-    metric = "exact_match_stderr" if stderr else "exact_match"
-    value = task_results.get(f"{metric},{filter_name}")
-    if value is None:  # a task scored by another metric: take the first one of this filter
-        for key, v in task_results.items():
-            name, _, filt = key.partition(",")
-            if filt == filter_name and name.endswith("_stderr") == stderr:
-                value = v
-                break
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _sample_context(sample: dict) -> str | None:
-    args = sample.get("arguments")
-    if isinstance(args, dict) and args:
-        first = next(iter(args.values()))
-        if isinstance(first, dict):
-            return first.get("arg_0")
-    if isinstance(args, (list, tuple)) and args and isinstance(args[0], (list, tuple)):
-        return args[0][0]
-    return None
-
-
-def _sample_responses(sample: dict) -> list[str]:
-    out: list[str] = []
-    for r in sample.get("resps", []):
-        if isinstance(r, str):
-            out.append(r)
-        elif isinstance(r, (list, tuple)):
-            out.extend(x for x in r if isinstance(x, str))
-    return out
-
-
-def _config_without_paths(config: dict) -> dict:
-    """lm-eval's config section with the absolute model path it records cut to the folder
-    name and the cache prefix made relative to the results folder."""
-    config = dict(config)
-    for key in ("model", "pretrained"):
-        if isinstance(config.get(key), str) and os.path.isabs(config[key]):
-            config[key] = Path(config[key]).name
-    if isinstance(config.get("use_cache"), str):
-        config["use_cache"] = f"cells/{Path(config['use_cache']).name}"
-    return config
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from lm_eval_softreason.engines.base import DecodeRow, Engine, PromptState
-from lm_eval_softreason.scoring.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -68,7 +68,7 @@ def solution_text(text: str) -> str:
 
 class ModelVerifier(ABC):
     """A verifier that is the model itself; implements
-    :class:`~lm_eval_softreason.scoring.objectives.BatchVerifier`."""
+    :class:`~lm_eval_softreason.scoring.verification.BatchVerifier`."""
 
     instructions: str  # the shared prefix of every prompt of this design
     per_candidate: bool  # one prompt per candidate, else one per question and round

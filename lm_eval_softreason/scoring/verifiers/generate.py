@@ -4,7 +4,7 @@ and a candidate's reward is 1 when its answer equals the verifier's, else 0."""
 from __future__ import annotations
 
 from lm_eval_softreason.scoring.answers import answers_match
-from lm_eval_softreason.scoring.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
 from lm_eval_softreason.scoring.verifiers.base import ModelVerifier
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from lm_eval_softreason.scoring.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
 from lm_eval_softreason.scoring.verifiers.base import ModelVerifier
 
 UNCLEAR = 0.5

@@ -16,9 +16,10 @@ import torch
 
 from lm_eval_softreason.strategies.softreason.bayesopt import Proposal, ProposalRequest
 from lm_eval_softreason.engines.base import DecodeRow
-from lm_eval_softreason.scoring.objectives import VerifyRequest, VerifyResult
+from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
 from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
-from lm_eval_softreason.scoring.selection import Generation, rank
+from lm_eval_softreason.scoring.candidate import Generation
+from lm_eval_softreason.scoring.selection import rank
 from lm_eval_softreason.strategies.base import QuestionContext, Strategy
 
 
