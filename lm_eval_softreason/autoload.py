@@ -19,7 +19,7 @@ import importlib.machinery
 import os
 import sys
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Sequence
 
 _CLI_NAMES = {"lm_eval", "lm-eval"}
 _INCLUDE_PATH_FLAG = "--include_path"
@@ -31,24 +31,26 @@ MODELS = {
 }
 
 
-def flag_value(flag: str, argv: list[str] | None = None) -> str | None:
-    """The value of ``flag`` on this process's lm-eval command line (``--flag V`` or
-    ``--flag=V``; the last one wins, as in lm-eval's parser), or None."""
-    args = list(sys.argv if argv is None else argv)
-    found: str | None = None
+def flag_values(args: Sequence[str], flag: str, short: str | None = None) -> list[str]:
+    """The values of the last ``flag``/``short`` on an lm-eval command line (``--flag A B``,
+    ``--flag=A``, ``-f A``; the last one wins, as in lm-eval's parser), empty if absent."""
+    found: list[str] = []
     for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            found = args[i + 1]
+        if arg in (flag, short):
+            found = []
+            for value in args[i + 1:]:
+                if value.startswith("-"):
+                    break
+                found.append(value)
         elif arg.startswith(flag + "="):
-            found = arg.split("=", 1)[1]
+            found = [arg.split("=", 1)[1]]
     return found
 
 
 def seen_include_paths(argv: list[str] | None = None) -> tuple[str, ...]:
     """The ``--include_path`` folder on this process's lm-eval command line, so answer
     extraction can find tasks that live there."""
-    found = flag_value(_INCLUDE_PATH_FLAG, argv)
-    return () if found is None else (found,)
+    return tuple(flag_values(sys.argv if argv is None else argv, _INCLUDE_PATH_FLAG)[:1])
 
 
 def is_lm_eval_cli(argv: list[str] | None = None) -> bool:

@@ -16,7 +16,8 @@ import os
 import sys
 
 from lm_eval_softreason.errors import UserError
-from lm_eval_softreason.harness.preflight import check_cli_args, flag_values
+from lm_eval_softreason.autoload import flag_values
+from lm_eval_softreason.harness.preflight import check_cli_args
 
 # Our subcommands: name -> ("module:function" taking the remaining argv, one-line summary).
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -33,6 +33,7 @@ import datasets
 import yaml
 
 from lm_eval_softreason.errors import UserError
+from lm_eval_softreason.jsonl import JsonlError, read_jsonl
 
 DATA_DIR_ENV = "SOFTREASON_DATA_DIR"
 GSM8K_FILES = ("gsm8k/train.jsonl", "gsm8k/test.jsonl")
@@ -74,13 +75,12 @@ def _read_error(root: Path, path: Path, exc: Exception) -> DataDirError:
     return DataDirError(f"{DATA_DIR_ENV}={str(root)!r}: cannot read {path} ({exc}); {_LAYOUT}")
 
 
-def _read_jsonl(root: Path, path: Path) -> list[dict[str, Any]]:
+def _read_problems(root: Path, path: Path) -> list[dict[str, Any]]:
     try:
-        with path.open(encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        rows = read_jsonl(path, cut_end=False)
+    except (OSError, UnicodeDecodeError, JsonlError) as exc:
         raise _read_error(root, path, exc) from exc
-    complete = [isinstance(r, dict) and {"question", "answer"} <= r.keys() for r in rows]
+    complete = [{"question", "answer"} <= r.keys() for r in rows]
     bad = next((i for i, ok in enumerate(complete) if not ok), None)
     if bad is not None:
         raise _read_error(root, path, ValueError(f"line {bad + 1} lacks 'question'/'answer'"))
@@ -96,8 +96,8 @@ def gsm8k(**kwargs: Any) -> datasets.DatasetDict:
         raise _gsm8k_unset_error()
     train, test = _local_files(root, GSM8K_FILES)
     return datasets.DatasetDict(
-        train=datasets.Dataset.from_list(_read_jsonl(root, train)),
-        test=datasets.Dataset.from_list(_read_jsonl(root, test)),
+        train=datasets.Dataset.from_list(_read_problems(root, train)),
+        test=datasets.Dataset.from_list(_read_problems(root, test)),
     )
 
 
@@ -236,7 +236,7 @@ def check_data_dir(files: tuple[str, ...] | None = None) -> None:
         if path.name == Path(SVAMP_FILE).name:
             _svamp_test_rows(root)
         else:
-            _read_jsonl(root, path)
+            _read_problems(root, path)
         _CHECKED.add(key)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_eval_softreason.errors import UserError
+from lm_eval_softreason.jsonl import JsonlError, read_jsonl
 from lm_eval_softreason.writer_lock import WriterLock
 
 
@@ -95,17 +96,7 @@ def repair(path: Path) -> int:
 def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All complete records of a trace file (a partial last line is not one); a line that is
     not a JSON object is an error naming the file and the line."""
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.endswith("\n") or not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise TraceError(f"trace {path}, line {number}: not a JSON record "
-                                 f"({exc})") from None
-            if not isinstance(record, dict):
-                raise TraceError(f"trace {path}, line {number}: not a JSON object")
-            records.append(record)
-    return records
+    try:
+        return read_jsonl(path)
+    except JsonlError as exc:
+        raise TraceError(f"trace {path}, {exc}") from None

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 from typing import Any
 
 
 def _die(sig: signal.Signals) -> None:
-    os.kill(os.getpid(), sig)
+    """Signal this thread now: ``os.kill`` may hand the signal to another thread, and Python
+    then raises SIGINT's KeyboardInterrupt in whatever frame runs next, where a run that was
+    nearly done could finish first."""
+    signal.raise_signal(sig)
 
 
 def main() -> None:

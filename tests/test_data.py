@@ -12,6 +12,7 @@ import pytest
 
 from lm_eval_softreason import data
 from lm_eval_softreason.data import DataDirError, format_number, join_body_question
+from lm_eval_softreason.jsonl import JsonlError, read_jsonl
 
 # Real SVAMP rows, chosen for their Body endings.
 SVAMP_ROWS = [
@@ -152,7 +153,7 @@ def test_missing_files_are_listed_in_one_error(data_dir: Path) -> None:
         ("svamp/SVAMP.json", '[{"Body": "", "Question": "", "Answer": "x"}]', "could not convert"),
         ("gsm8k/test.jsonl", '{"question": "q"}\n', "line 1 lacks"),
         ("gsm8k/train.jsonl", "[1, 2\n", "Expecting"),
-        ("gsm8k/train.jsonl", "[1, 2]\n", "line 1 lacks"),
+        ("gsm8k/train.jsonl", "[1, 2]\n", "line 1: not a JSON object"),
     ],
 )
 def test_unreadable_file_error_names_file(
@@ -220,3 +221,16 @@ def test_real_data_dir() -> None:
     questions = svamp["question"]
     assert all(". ." not in q and ",," not in q and "  " not in q for q in questions)
     assert sum(q.endswith("?") for q in questions) == 999  # one upstream Question ends in "3"
+
+
+def test_the_jsonl_reader_skips_only_a_cut_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}', encoding="utf-8")  # last line complete, no newline
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\n{"a": 2', encoding="utf-8")  # a writer killed mid-line
+    assert read_jsonl(path) == [{"a": 1}]
+    with pytest.raises(JsonlError, match="^line 2: not a JSON record"):
+        read_jsonl(path, cut_end=False)
+    path.write_text('{"a": 1}\n[1]\n', encoding="utf-8")
+    with pytest.raises(JsonlError, match="^line 2: not a JSON object$"):
+        read_jsonl(path)

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_eval_softreason.engines.base import DecodeRow
 from lm_eval_softreason.engines.hf import BatchDecoder, _sample_inverse_cdf, prefill
+from lm_eval_softreason.engines.output import eos_token_ids
 from tests.helpers import QUESTIONS
 
 
@@ -181,3 +182,15 @@ def test_sampled_rows_identical_batched_or_alone(model_and_tok):
     alone = [dec.decode([r], until=[], max_new_tokens=12)[0].tokens for r in rows()]
     assert together == alone
     assert together[0] != together[-1]  # the sampled row left the greedy path
+
+
+@pytest.mark.parametrize("tokenizer_eos, generation_eos, expected", [
+    (2, None, [2]),
+    (2, 2, [2]),
+    (2, [7, 2], [2, 7]),
+    (2, 0, [0, 2]),  # token id 0 is an EOS like any other
+    (None, [5], [5]),
+])
+def test_the_eos_set_joins_tokenizer_and_generation_config(tokenizer_eos, generation_eos,
+                                                           expected):
+    assert eos_token_ids(tokenizer_eos, generation_eos) == expected

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_softreason import autoload
-from lm_eval_softreason.autoload import MODELS, is_lm_eval_cli, seen_include_paths
+from lm_eval_softreason.autoload import MODELS, flag_values, is_lm_eval_cli, seen_include_paths
 from lm_eval_softreason.cli import help_header
 from lm_eval_softreason.tasks_path import tasks_dir
 
@@ -85,6 +85,18 @@ def test_autoload_acts_only_inside_the_lm_eval_cli(argv, expected):
 ])
 def test_seen_include_paths_reads_the_command_line(argv, expected):
     assert seen_include_paths(argv) == expected
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["lm-eval", "--tasks", "svamp", "gsm8k", "--model", "hf"], ["svamp", "gsm8k"]),
+    (["lm-eval", "-t", "svamp", "--limit", "2"], ["svamp"]),
+    (["lm-eval", "--tasks=svamp", "--tasks", "a", "b"], ["a", "b"]),  # argparse: last wins
+    (["lm-eval", "--tasks", "a", "--tasks=b"], ["b"]),
+    (["lm-eval", "--tasks"], []),
+    (["lm-eval", "--model", "hf"], []),
+])
+def test_flag_values_reads_long_short_and_multi_value_flags(argv, expected):
+    assert flag_values(argv, "--tasks", "-t") == expected
 
 
 def probe(tmp_path, **env):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_softreason.analysis import artifacts, curves, rescore
+from lm_eval_softreason.jsonl import read_jsonl
 from lm_eval_softreason.analysis.compare import run as compare_run
 from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.strategies.config import SoftReasonConfig
@@ -156,7 +157,7 @@ def cli_run(model: str, tmp: Path, **model_args: object) -> dict:
             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (samples,) = rescore.samples_in(tmp / "out")
-    return {"dir": tmp, "samples": samples, "rows": artifacts.read_jsonl(samples),
+    return {"dir": tmp, "samples": samples, "rows": read_jsonl(samples),
             "trace": rescore.index_trace(read_trace(tmp / "trace.jsonl"))}
 
 

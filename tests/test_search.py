@@ -9,7 +9,7 @@ from lm_eval_softreason.strategies.softreason.bayesopt import propose
 from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
 from lm_eval_softreason.scoring.candidate import Generation
-from lm_eval_softreason.scoring.selection import majority, rank
+from lm_eval_softreason.scoring.selection import majority, majority_holder, rank
 
 
 def space(**kwargs) -> EmbeddingSpace:
@@ -93,3 +93,13 @@ def test_rank_best_and_vote():
     assert rank(gens, "vote_candidates", verifier_answers=["6", "6"])[0].text == "a"
     # weighted: 5 holds coherence 0.2 + 0.3, 6 holds 0.5 + 0.6
     assert rank(gens, "vote_coherence_weighted")[0].text == "d"
+
+
+@pytest.mark.parametrize("answers, expected", [
+    (["1", "2", "2", "1"], 0),  # a tie goes to the answer seen first; its first holder
+    (["x", "2", "2.0", "1"], 1),  # normalised: "2" and "2.0" are one answer
+    ([None, "3", None], 1),  # unparsed answers never vote
+    ([None, None], 0),  # nothing parsed: the first sample
+])
+def test_majority_holder_is_the_first_sample_holding_the_majority(answers, expected):
+    assert majority_holder(answers) == expected

@@ -13,7 +13,8 @@ import pytest
 from lm_eval_softreason.analysis import view
 from lm_eval_softreason.scoring.answers import answers_match
 from lm_eval_softreason.strategies.config import SoftReasonConfig
-from lm_eval_softreason.analysis.artifacts import read_jsonl, request_args
+from lm_eval_softreason.analysis.artifacts import request_args
+from lm_eval_softreason.jsonl import read_jsonl
 from tests import browser
 from tests.helpers import FAST
 from tests.test_window import SVAMP_ROWS

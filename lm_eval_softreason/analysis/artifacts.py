@@ -6,17 +6,9 @@ run the same way.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from lm_eval_softreason.settings import prompt_sha
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every record of a JSON-lines file (lm-eval's samples, a digest)."""
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def request_args(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:

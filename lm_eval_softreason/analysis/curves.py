@@ -33,7 +33,7 @@ from typing import Any
 
 from lm_eval_softreason.scoring.answers import answers_match, normalize_answer
 from lm_eval_softreason.analysis.artifacts import gold_answer, request_args
-from lm_eval_softreason.scoring.selection import majority
+from lm_eval_softreason.scoring.selection import majority_holder
 from lm_eval_softreason.settings import prompt_sha
 
 
@@ -55,9 +55,7 @@ def subsets(n: int, k: int, max_subsets: int, rng: random.Random) -> list[tuple[
 def vote_pick(answers: Sequence[str | None], subset: Sequence[int]) -> int:
     """The sample a run of these samples returns (``SelfConsistency``): the first holder of the
     majority answer, or the first sample when no answer parsed."""
-    winner = majority([answers[i] for i in subset])
-    return next((i for i in subset if winner is not None
-                 and normalize_answer(answers[i]) == winner), subset[0])
+    return subset[majority_holder([answers[i] for i in subset])]
 
 
 def question_accuracy(answers: Sequence[str | None], right: Sequence[float], k: int,

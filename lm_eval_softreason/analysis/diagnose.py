@@ -33,7 +33,8 @@ from typing import Any
 
 from lm_eval_softreason.analysis import digest
 from lm_eval_softreason.scoring.answers import answers_match
-from lm_eval_softreason.analysis.artifacts import gold_answer, read_jsonl
+from lm_eval_softreason.analysis.artifacts import gold_answer, sample_sha
+from lm_eval_softreason.jsonl import read_jsonl
 from lm_eval_softreason.analysis.rescore import RescoreError, check_trace
 from lm_eval_softreason.scoring.selection import majority
 from lm_eval_softreason.settings import cell_stem
@@ -41,10 +42,9 @@ from lm_eval_softreason.trace import read_trace
 
 
 def flexible_samples(path: Path) -> dict[str, dict[str, Any]]:
-    """lm-eval's flexible-extract rows, keyed like the trace (``settings.prompt_sha``): the
-    prompt hash's first 16 hex."""
+    """lm-eval's flexible-extract rows, keyed like the trace (:func:`sample_sha`)."""
     rows = [r for r in read_jsonl(path) if r.get("filter") == "flexible-extract"]
-    return {r["prompt_hash"][:16]: r for r in rows}
+    return {sample_sha(r): r for r in rows}
 
 
 

@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lm_eval_softreason.analysis.artifacts import read_jsonl
+from lm_eval_softreason.analysis.artifacts import sample_sha
+from lm_eval_softreason.jsonl import read_jsonl
 from lm_eval_softreason.settings import cell_stem
 
 SUFFIX = ".digest.jsonl"
@@ -42,7 +43,7 @@ def build(out: Path, task: str, strategy: str) -> list[dict[str, Any]]:
     samples = read_jsonl(stem.with_name(stem.name + ".samples.jsonl"))
     by_sha: dict[str, dict[str, Any]] = {}
     for row in samples:
-        sha = row["prompt_hash"][:16]  # settings.prompt_sha: how trace records are keyed
+        sha = sample_sha(row)
         record = by_sha.setdefault(sha, {"doc_id": row["doc_id"], "prompt_sha": sha,
                                          "scores": {}})
         record["scores"][row["filter"]] = {m: row[m] for m in row.get("metrics", [])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm_eval_softreason.analysis.artifacts import read_jsonl, request_args, sample_sha
+from lm_eval_softreason.analysis.artifacts import request_args, sample_sha
 from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.scoring.plugins import check_takes_one_argument, import_callable
 from lm_eval_softreason.analysis.report import render_table
@@ -37,6 +37,7 @@ from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.scoring.selection import SELECTS, rank
 from lm_eval_softreason.settings import fingerprint, prompt_sha
 from lm_eval_softreason.trace import read_trace
+from lm_eval_softreason.jsonl import read_jsonl
 
 # A selection rule: one trace record in, the chosen candidate's full text out.
 Rule = Callable[[dict[str, Any]], str]
@@ -211,14 +212,9 @@ def task_of(rows: list[dict[str, Any]], trace: dict[str, dict[str, Any]], path: 
 def load_task(name: str) -> Any:
     """The task object as lm-eval builds it (our tasks folder first; the full index, ~13 s,
     only for other tasks). Its data is loaded as for a run; documents come from the samples."""
-    from lm_eval.tasks import TaskManager
+    from lm_eval_softreason.tasks_path import task_manager
 
-    from lm_eval_softreason.tasks_path import tasks_dir
-
-    manager = TaskManager(include_path=tasks_dir(), include_defaults=False)
-    if name not in manager.all_tasks:
-        manager = TaskManager(include_path=tasks_dir())
-    return manager.load(name)["tasks"][name]
+    return task_manager([name]).load(name)["tasks"][name]
 
 
 def filter_ensembles(task: Any) -> list[Any]:

@@ -39,10 +39,11 @@ from lm_eval_softreason.analysis import digest
 from lm_eval_softreason.analysis.compare import report as compare_report
 from lm_eval_softreason.analysis import folders
 from lm_eval_softreason.scoring.answers import answers_match, normalize_answer
-from lm_eval_softreason.analysis.artifacts import gold_answer, read_jsonl, request_args, sample_sha
+from lm_eval_softreason.analysis.artifacts import gold_answer, request_args, sample_sha
 from lm_eval_softreason.analysis.rescore import RescoreError, check_trace
 from lm_eval_softreason.errors import UserError
 from lm_eval_softreason.trace import read_trace
+from lm_eval_softreason.jsonl import read_jsonl
 
 TEMPLATE = Path(__file__).with_name("view_page.html")
 HEADLINE_FILTER, HEADLINE_METRIC = digest.CANDIDATE_FILTER, digest.CANDIDATE_METRIC

@@ -19,6 +19,7 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from lm_eval_softreason.strategies.config import SoftReasonConfig  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token  # noqa: E402
+from lm_eval_softreason.engines.output import eos_token_ids  # noqa: E402
 from lm_eval_softreason.harness.mixin import SoftReasonMixin  # noqa: E402
 from lm_eval_softreason.harness.requests import refuse_unsharded_processes  # noqa: E402
 from lm_eval_softreason.harness.preflight import check_before_load  # noqa: E402
@@ -44,10 +45,9 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
         super().__init__(**rest)
         refuse_unsharded_processes(self.world_size)
         self._model.eval()
-        eos = {self.eot_token_id}
-        gen_eos = getattr(self._model.generation_config, "eos_token_id", None)
-        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos else [])
-        self.engine = HFEngine(self._model, self.tokenizer, sorted(eos),
+        eos = eos_token_ids(self.eot_token_id,
+                            getattr(self._model.generation_config, "eos_token_id", None))
+        self.engine = HFEngine(self._model, self.tokenizer, eos,
                                max_batch=self.row_batch_size())
         self._init_softreason(cfg)
 

@@ -10,6 +10,7 @@ save an error that says where the finished answers still are.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from lm_eval_softreason.errors import UserError
@@ -63,13 +64,14 @@ def answer_locations(trace_path: str | None, use_cache: str | None) -> list[str]
 def guard_cli_run(trace_path: str | None = None) -> None:
     """In an lm-eval CLI process: check ``--output_path`` now and make lm-eval's save fail
     loudly (non-zero exit, where the answers are) instead of logging a warning."""
-    from lm_eval_softreason.autoload import flag_value
+    from lm_eval_softreason.autoload import flag_values
     from lm_eval_softreason.compat import raise_when_results_not_saved
 
-    output_path = flag_value("--output_path")
-    if output_path is None:
+    output_path = flag_values(sys.argv, "--output_path")[:1]
+    if not output_path:
         return
-    check_output_path(output_path)
-    answers = answer_locations(trace_path, flag_value("--use_cache"))
+    check_output_path(output_path[0])
+    use_cache = flag_values(sys.argv, "--use_cache")[:1]
+    answers = answer_locations(trace_path, use_cache[0] if use_cache else None)
     raise_when_results_not_saved(
-        lambda: OutputPathError(not_saved_message(output_path, answers)))
+        lambda: OutputPathError(not_saved_message(output_path[0], answers)))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from lm_eval_softreason.autoload import flag_values
 from lm_eval_softreason.errors import UserError
 from lm_eval_softreason.settings import CACHE_CONFIG_KEY
 
@@ -118,22 +119,6 @@ def check_cli_args(args: list[str]) -> None:
     if cache:
         model = (flag_values(args, "--model", "-M") or ["hf"])[0]
         check_cache_databases(cache[0], model)
-
-
-def flag_values(args: list[str], flag: str, short: str) -> list[str]:
-    """The values of the last ``flag``/``short`` on an lm-eval command line (``--flag A B``,
-    ``--flag=A``, ``-f A``), empty if it is absent."""
-    found: list[str] = []
-    for i, arg in enumerate(args):
-        if arg in (flag, short):
-            found = []
-            for value in args[i + 1:]:
-                if value.startswith("-"):
-                    break
-                found.append(value)
-        elif arg.startswith(flag + "="):
-            found = [arg.split("=", 1)[1]]
-    return found
 
 
 def check_cache_databases(prefix: str, model: str) -> None:

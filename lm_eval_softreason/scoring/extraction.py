@@ -125,14 +125,11 @@ class AnswerExtractor:
         return None
 
 
-@cache
 def _own_task_index() -> dict[str, Any]:
     """Index of our tasks folder only: instant, and covers svamp and the offline gsm8k copies."""
-    from lm_eval.tasks import TaskManager
+    from lm_eval_softreason.tasks_path import own_task_manager
 
-    from lm_eval_softreason.tasks_path import tasks_dir
-
-    return TaskManager(include_path=tasks_dir(), include_defaults=False).task_index
+    return own_task_manager().task_index
 
 
 @cache

@@ -19,6 +19,14 @@ def majority(answers: Sequence[str | None]) -> str | None:
     return _tally([(a, 1.0) for a in answers])
 
 
+def majority_holder(answers: Sequence[str | None]) -> int:
+    """Index of the first answer holding the :func:`majority`, 0 when no answer parsed: the
+    sample a self-consistency vote returns."""
+    winner = majority(answers)
+    return next((i for i, a in enumerate(answers)
+                 if winner is not None and normalize_answer(a) == winner), 0)
+
+
 def _tally(votes: Sequence[tuple[str | None, float]]) -> str | None:
     """The normalised answer with the largest total weight; ties go to the answer with more
     votes, then to the one seen first. Unparsed answers (``None``) never vote."""

@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 
 from lm_eval_softreason.engines.base import DecodeRow
-from lm_eval_softreason.scoring.answers import normalize_answer
 from lm_eval_softreason.scoring.candidate import Generation
-from lm_eval_softreason.scoring.selection import majority
+from lm_eval_softreason.scoring.selection import majority_holder
 from lm_eval_softreason.strategies.base import OneRound
 
 
@@ -21,10 +20,10 @@ def sample_first(logits: torch.Tensor, temperature: float, gen: torch.Generator)
 
 def vote_ranked(gens: list[Generation]) -> list[Generation]:
     """Majority answer's first sample first, then the rest in sampling order."""
-    winner = majority([g.answer for g in gens])
-    first = next((g for g in gens if winner is not None and normalize_answer(g.answer) == winner),
-                 gens[0] if gens else None)
-    return [] if first is None else [first] + [g for g in gens if g is not first]
+    if not gens:
+        return []
+    first = gens[majority_holder([g.answer for g in gens])]
+    return [first] + [g for g in gens if g is not first]
 
 
 class SelfConsistency(OneRound):

@@ -34,7 +34,7 @@ def maj_curves(out: Path, cells: list[dict[str, Any]]) -> Curves:
     folder holds (``curves.hf_sc_curve``)."""
     from lm_eval_softreason.analysis import digest
     from lm_eval_softreason.analysis.curves import cell_curve, hf_sc_curve
-    from lm_eval_softreason.analysis.artifacts import read_jsonl
+    from lm_eval_softreason.jsonl import read_jsonl
 
     found: Curves = {}
     for c in cells:

@@ -37,7 +37,6 @@ class CellRunner:
         self.out = out
         self._base = None
         self._softreason = None
-        self._task_manager = None
 
     @property
     def base(self):  # type: ignore[no-untyped-def]
@@ -75,15 +74,9 @@ class CellRunner:
 
     def task_manager(self, tasks: list[str]):  # type: ignore[no-untyped-def]
         """Our tasks folder only (instant); the full lm-eval index (~13 s) only if needed."""
-        from lm_eval.tasks import TaskManager
+        from lm_eval_softreason.tasks_path import task_manager
 
-        from lm_eval_softreason.tasks_path import tasks_dir
-
-        if self._task_manager is None:
-            self._task_manager = TaskManager(include_path=tasks_dir(), include_defaults=False)
-        if not set(tasks) <= set(self._task_manager.all_tasks):
-            self._task_manager = TaskManager(include_path=tasks_dir())
-        return self._task_manager
+        return task_manager(tasks)
 
     def _hf_batch(self) -> int:
         bs = self.st.batch_size

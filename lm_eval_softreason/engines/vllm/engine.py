@@ -53,7 +53,7 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
-from lm_eval_softreason.engines.output import StopChecker
+from lm_eval_softreason.engines.output import StopChecker, eos_token_ids
 
 INSTALL_HINT = (
     "the vLLM engine needs vLLM: pip install \"lm-eval-softreason[vllm]\" (GPU, official vllm) "
@@ -519,14 +519,11 @@ def small_blocks_on_cpu(llm_kwargs: dict[str, Any]) -> dict[str, Any]:
 def default_eos_token_ids(tokenizer: PreTrainedTokenizerBase, model_path: str,
                           revision: str | None) -> list[int]:
     """The tokenizer's EOS plus the generation config's ``eos_token_id`` (int or list)."""
-    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     try:
-        gen = GenerationConfig.from_pretrained(model_path, revision=revision)
-        ids = gen.eos_token_id
-        eos.update(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        ids = GenerationConfig.from_pretrained(model_path, revision=revision).eos_token_id
     except (OSError, ValueError):
-        pass
-    return sorted(int(t) for t in eos)
+        ids = None
+    return eos_token_ids(tokenizer.eos_token_id, ids)
 
 
 def embedding_scale(text_config: Any) -> float:
