@@ -10,7 +10,9 @@ When transformers or lm-eval change one of these, this module is the one to fix:
 * lm-eval 0.4: the task index's entry kinds (``lm_eval.tasks._index``) and its YAML loader
   (``lm_eval.tasks._yaml_loader``), both private modules, and ``TaskManager``'s index
   (``_index`` and the name lists built from it), to add our tasks beneath all others; where ``EvaluationTracker`` writes
-  the aggregated results (``date_id``, the file names), which it reports only in its log.
+  the aggregated results (``date_id``, the file names), which it reports only in its log;
+  ``HFLM._model``, the loaded model as HFLM holds it;
+* vLLM: ``LLM.llm_engine.engine_core``, to shut its engine-core process down.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ if TYPE_CHECKING:  # torch and transformers load only when a function needs them
 KV = list[tuple["torch.Tensor", "torch.Tensor"]]
 # lm-eval index entry kinds that are single tasks (the others are groups and tags).
 TASK_KINDS = ("task", "py_task")
+
+
+def hflm_model(lm: Any) -> PreTrainedModel:
+    """The model an lm-eval ``HFLM`` loaded, as it holds it (``_model``)."""
+    return lm._model
+
+
+def shutdown_vllm(llm: Any) -> None:
+    """Shut a vLLM ``LLM``'s engine-core process down now instead of at interpreter exit."""
+    core = getattr(llm.llm_engine, "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
 
 
 # ------------------------------------------------------------------------------ transformers

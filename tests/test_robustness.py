@@ -292,3 +292,17 @@ def test_weight_hashes_are_remembered_per_path_size_and_mtime(tmp_path, monkeypa
     assert file_sha256(weights) == expected
     store.write_text("not json")  # a broken store costs a rehash, never an error
     assert file_sha256(weights) == expected
+
+
+def test_a_fallback_reads_as_the_text_traces_and_stats_record():
+    from lm_eval_softreason.strategies.fallback import PROMPT_NOT_RUN, Fallback, recorded_stage
+
+    oom = Fallback.of("decoding", RuntimeError("out of memory: 2 GiB"))
+    assert (oom.stage, oom.error_type, oom.message) == ("decoding", "RuntimeError",
+                                                        "out of memory: 2 GiB")
+    assert str(oom) == "decoding: RuntimeError: out of memory: 2 GiB"
+    assert recorded_stage(str(oom)) == "decoding"
+    assert str(Fallback.of("verifying", ValueError())) == "verifying: ValueError: "
+    assert str(Fallback("prompt longer than the context", message="9 tokens, 4 fit")) == \
+        "prompt longer than the context: 9 tokens, 4 fit"
+    assert str(PROMPT_NOT_RUN) == "prompt could not be run"

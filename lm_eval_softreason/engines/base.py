@@ -32,10 +32,6 @@ class PromptState:
     def greedy_token(self) -> int:
         return int(torch.argmax(self.next_logits))
 
-    def state_bytes(self) -> int:
-        """Memory this state pins (for sizing the window of questions in flight)."""
-        return self.next_logits.numel() * self.next_logits.element_size()
-
 
 @dataclass
 class DecodeRow:

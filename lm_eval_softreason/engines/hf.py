@@ -37,10 +37,6 @@ class HFPromptState(PromptState):
 
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def state_bytes(self) -> int:
-        cache = sum(k.numel() * k.element_size() * 2 for k, _ in self.kv or [])
-        return cache + super().state_bytes()
-
 
 class HFEngine(Engine):
     """:class:`Engine` on a loaded ``PreTrainedModel`` (what ``--model softreason`` uses)."""

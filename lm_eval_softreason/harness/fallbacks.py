@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lm_eval_softreason.errors import RunRefused
+from lm_eval_softreason.strategies.fallback import Fallback
 
 _EXIT_WARNINGS: list[str] = []
 _exit_hook_installed = False
@@ -19,12 +20,7 @@ class CallTally:
     """Outcomes of one ``generate_until`` call, for the fallback checks at its end."""
 
     searched: int = 0
-    fallbacks: list[str] = field(default_factory=list)
-
-
-def fallback_kind(reason: str) -> str:
-    """The stage a fallback reason names, which the stats and messages count by."""
-    return reason.split(":")[0]
+    fallbacks: list[Fallback] = field(default_factory=list)
 
 
 def install_exit_warnings() -> None:
@@ -49,7 +45,7 @@ def check_fallbacks(call: CallTally, earlier_searched: int, mode: str,
     if not call.fallbacks:
         return None
     total = call.searched + len(call.fallbacks)
-    reasons = dict(Counter(fallback_kind(r) for r in call.fallbacks).most_common())
+    reasons = dict(Counter(r.stage for r in call.fallbacks).most_common())
     if not call.searched and not earlier_searched:
         raise RunRefused(
             f"all {total} questions fell back to plain greedy decoding, so these would be "

@@ -19,6 +19,7 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from lm_eval_softreason.strategies.config import SoftReasonConfig  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine, kv_bytes_per_token  # noqa: E402
+from lm_eval_softreason.compat import hflm_model  # noqa: E402
 from lm_eval_softreason.engines.output import eos_token_ids  # noqa: E402
 from lm_eval_softreason.harness.mixin import SoftReasonMixin  # noqa: E402
 from lm_eval_softreason.harness.requests import refuse_unsharded_processes  # noqa: E402
@@ -44,10 +45,11 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
         check_before_load(rest.get("pretrained"))
         super().__init__(**rest)
         refuse_unsharded_processes(self.world_size)
-        self._model.eval()
+        model = hflm_model(self)
+        model.eval()
         eos = eos_token_ids(self.eot_token_id,
-                            getattr(self._model.generation_config, "eos_token_id", None))
-        self.engine = HFEngine(self._model, self.tokenizer, eos,
+                            getattr(model.generation_config, "eos_token_id", None))
+        self.engine = HFEngine(model, self.tokenizer, eos,
                                max_batch=self.row_batch_size())
         self._init_softreason(cfg)
 
@@ -55,7 +57,7 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
         """lm-eval writes its ``--device`` flag as ``config.device`` (``cuda:0`` by default,
         even for CPU runs) after this; ``softreason_device`` is where the model really ran."""
         info = super().get_model_info()
-        info["softreason_device"] = str(self._model.device)
+        info["softreason_device"] = str(hflm_model(self).device)
         return info
 
     def encode_prompt(self, context: str) -> list[int]:
@@ -73,7 +75,7 @@ class SoftReasonLM(SoftReasonMixin, HFLM):
             return max(int(self.batch_size), self.rows_per_question())
         import psutil
 
-        per_row = kv_bytes_per_token(self._model) * 1024
+        per_row = kv_bytes_per_token(hflm_model(self)) * 1024
         fit = int(psutil.virtual_memory().available * 0.25 // per_row)
         size = max(1, min(AUTO_BATCH_CAP, fit))
         log.info("batch_size=auto: decoding up to %d rows at once", size)

@@ -25,7 +25,6 @@ from lm_eval_softreason.harness.cache_guard import (
 from lm_eval_softreason.harness.fallbacks import (
     CallTally,
     check_fallbacks,
-    fallback_kind,
     install_exit_warnings,
 )
 from lm_eval_softreason.harness.outputs import guard_cli_run
@@ -43,6 +42,7 @@ from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.strategies.base import Greedy, QuestionContext, Strategy
 from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.strategies.cot_decoding import CotDecoding
+from lm_eval_softreason.strategies.fallback import PROMPT_NOT_RUN, Fallback
 from lm_eval_softreason.strategies.fire import Fire
 from lm_eval_softreason.strategies.runner import PHASES, WindowedRunner
 from lm_eval_softreason.strategies.self_consistency import SelfConsistency
@@ -196,8 +196,8 @@ class SoftReasonMixin:
 
         def finish(u: UniqueRequest, s: Strategy | None) -> None:
             if s is None:
-                call.fallbacks.append("prompt could not be run")
-                self._count_fallback("prompt could not be run")
+                call.fallbacks.append(PROMPT_NOT_RUN)
+                self._count_fallback(PROMPT_NOT_RUN)
                 return
             texts = [g.text for g in s.ranked()] or [""]
             for j, i in enumerate(u.indices):
@@ -277,24 +277,26 @@ class SoftReasonMixin:
         return [self._strategy(u, state, too_long)
                 for u, state, (_, too_long) in zip(us, states, prepared)]
 
-    def _encode(self, u: UniqueRequest) -> tuple[list[int], str | None]:
+    def _encode(self, u: UniqueRequest) -> tuple[list[int], Fallback | None]:
         """The prompt's ids, cut to what fits beside the generation budget as HFLM's own
         greedy path does, and the fallback reason when it had to be cut."""
         max_ctx = self.max_length - u.max_gen_toks
         ids = self.encode_prompt(u.context)
         if len(ids) <= max_ctx:
             return ids, None
-        return ids[-max_ctx:], (f"prompt longer than the context: {len(ids)} tokens, "
-                                f"{max_ctx} fit beside max_gen_toks={u.max_gen_toks}")
+        return ids[-max_ctx:], Fallback("prompt longer than the context",
+                                         message=f"{len(ids)} tokens, {max_ctx} fit beside "
+                                                 f"max_gen_toks={u.max_gen_toks}")
 
-    def _strategy(self, u: UniqueRequest, state: PromptState, too_long: str | None) -> Strategy:
+    def _strategy(self, u: UniqueRequest, state: PromptState,
+                  too_long: Fallback | None) -> Strategy:
         ctx = QuestionContext(
             prompt=u.context, state=state, task_name=u.task_name,
             seed=self._seed(u), cfg=self.sr_config, coherence=self._coherence_fn,
             extract=self._extractor(u.task_name), embeddings=self.engine.input_embeddings(),
             embedding_std=self._embedding_std, until=u.until, max_new_tokens=u.max_gen_toks,
         )
-        if too_long:
+        if too_long is not None:
             s: Strategy = Greedy(ctx)
             s.fallback = too_long
             return s
@@ -347,10 +349,9 @@ class SoftReasonMixin:
             log.warning(text)
             self._warnings.append(text)
 
-    def _count_fallback(self, reason: str) -> None:
+    def _count_fallback(self, reason: Fallback) -> None:
         self._stats["fallbacks"] += 1
-        key = fallback_kind(reason)
-        self._fallback_reasons[key] = self._fallback_reasons.get(key, 0) + 1
+        self._fallback_reasons[reason.stage] = self._fallback_reasons.get(reason.stage, 0) + 1
 
     def _to_text(self, tokens: list[int], until) -> str:  # type: ignore[no-untyped-def]
         text = self.tok_decode(tokens)

@@ -15,6 +15,7 @@ import torch
 
 from lm_eval_softreason.strategies.softreason.bayesopt import Proposal, ProposalRequest
 from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.strategies.fallback import Fallback
 from lm_eval_softreason.engines.base import DecodeRow, PromptState
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.scoring.coherence import CoherenceFn
@@ -64,7 +65,7 @@ class Strategy:
         self.ctx = ctx
         self.done = False
         self.stop_reason = ""
-        self.fallback: str | None = None
+        self.fallback: Fallback | None = None
         self.is_fallback = False  # this greedy run replaces a failed strategy
         self.generations: list[Generation] = []
         self.counters = Counters(tokens_prefilled=ctx.state.prefilled_tokens)
@@ -101,7 +102,7 @@ class Strategy:
         self.stop_reason = self.stop_reason or reason
         self.wall_time = time.perf_counter() - self.started
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: Fallback) -> None:
         """Give up on the search; the model answers this question with plain greedy."""
         self.fallback = reason
         self.finish("fallback")
@@ -124,7 +125,7 @@ class Strategy:
             "seed": self.ctx.seed,
             "rounds": self.counters.rounds,
             "stop_reason": self.stop_reason,
-            "fallback": self.fallback,
+            "fallback": None if self.fallback is None else str(self.fallback),
             "tokens_generated": self.counters.tokens_generated,
             "tokens_prefilled": self.counters.tokens_prefilled,
             "verifier_tokens": self.counters.verifier_tokens,

@@ -29,6 +29,7 @@ from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine
 from lm_eval_softreason.scoring.verification import BatchVerifier, VerifyRequest
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.strategies.base import Greedy, Strategy
+from lm_eval_softreason.strategies.fallback import Fallback
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def _settle(s: Strategy) -> Strategy:
     """
     if s.fallback is None and not isinstance(s, Greedy) and s.generations \
             and not s.ranked()[0].text.strip():
-        s.fallback = "empty generation"
+        s.fallback = Fallback("empty generation")
     if s.fallback is None or (isinstance(s, Greedy) and (s.generations or s.is_fallback)):
         return s  # done, or the fallback itself failed: nothing more to try
     g = Greedy(s.ctx)
@@ -253,6 +254,6 @@ def _settle(s: Strategy) -> Strategy:
 
 
 def _fail(s: Strategy, stage: str, exc: BaseException) -> None:
-    reason = f"{stage}: {type(exc).__name__}: {exc}"
+    reason = Fallback.of(stage, exc)
     log.warning("question falls back to greedy (%s)", reason)
     s.fail(reason)

@@ -8,12 +8,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lm_eval_softreason.strategies.fallback import recorded_stage
+
 
 def trace_stats(records: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
     """A cell's totals from its trace records, which hold every question once whichever
     attempt decoded it (the model's own stats count only the current attempt's questions),
     and the wall time of all its attempts."""
-    reasons = Counter(r["fallback"].split(":")[0] for r in records if r["fallback"] is not None)
+    reasons = Counter(recorded_stage(r["fallback"]) for r in records if r["fallback"] is not None)
     return {
         "questions": len(records),
         "fallbacks": sum(reasons.values()),

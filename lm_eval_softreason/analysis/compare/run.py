@@ -20,13 +20,13 @@ from lm_eval_softreason.analysis.compare.plan import (BUDGET_STRATEGY, HF_DEFAUL
 from lm_eval_softreason.analysis.folders import (cell_paths, read_json_object, remove_cache,
                                                  write_atomic)
 from lm_eval_softreason.settings import CELL_SCHEMA, cell_stem
+from lm_eval_softreason.strategies.fallback import PROMPT_NOT_RUN
 from lm_eval_softreason.trace import read_trace
 
 
-# lm.py's fallback reason for a question whose prompt could not be run at all: it gets no
-# strategy, hence no trace record, and is never streamed to the cache, so a resumed cell finds
-# every such question in its last attempt's stats.
-UNTRACED_FALLBACK = "prompt could not be run"
+# A question whose prompt could not be run has no trace record and is never streamed to the
+# cache, so a resumed cell finds every such question in its last attempt's stats.
+UNTRACED_FALLBACK = PROMPT_NOT_RUN.stage
 
 
 class CellRunner:

