@@ -127,10 +127,12 @@ def hf_sc_curve(task_name: str, samples: Sequence[dict[str, Any]], tokens_per_re
     ``tokens_per_response``, the cell's mean."""
     from lm_eval.api.instance import Instance
 
-    from lm_eval_softreason.analysis.rescore import filter_ensembles, load_task
+    from lm_eval_softreason.analysis.rescore import load_task
+    from lm_eval_softreason.scoring.extraction import filter_ensembles
 
     task = task if task is not None else load_task(task_name)
-    ensemble = next((e for e in filter_ensembles(task) if e.name == filter_name), None)
+    ensemble = next((e for e in filter_ensembles(task.config.filter_list)
+                     if e.name == filter_name), None)
     if ensemble is None:
         raise ValueError(f"{task_name} has no filter {filter_name!r}")
     questions = []

@@ -34,6 +34,7 @@ from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.scoring.plugins import check_takes_one_argument, import_callable
 from lm_eval_softreason.analysis.report import render_table
 from lm_eval_softreason.scoring.candidate import Generation
+from lm_eval_softreason.scoring.extraction import filter_ensembles
 from lm_eval_softreason.scoring.selection import SELECTS, rank
 from lm_eval_softreason.settings import fingerprint, prompt_sha
 from lm_eval_softreason.trace import read_trace
@@ -217,16 +218,6 @@ def load_task(name: str) -> Any:
     return task_manager([name]).load(name)["tasks"][name]
 
 
-def filter_ensembles(task: Any) -> list[Any]:
-    """The task's filter pipelines, built from its config as ``ConfigurableTask`` builds them."""
-    from lm_eval.filters import build_filter_ensemble
-
-    specs = task.config.filter_list or [{"name": "none", "filter": [{"function": "take_first"}]}]
-    return [build_filter_ensemble(s["name"], [
-        (f["function"], {k: v for k, v in f.items() if k != "function"}) for f in s["filter"]])
-        for s in specs]
-
-
 @dataclass
 class TaskRescore:
     """One task's samples under the run's choice and under the rule."""
@@ -248,7 +239,7 @@ def rescore_task(task_name: str, rows: list[dict[str, Any]],
     from lm_eval.api.instance import Instance
 
     task = task if task is not None else load_task(task_name)
-    ensembles = filter_ensembles(task)
+    ensembles = filter_ensembles(task.config.filter_list)
     by_doc: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_doc[row["doc_id"]].append(row)

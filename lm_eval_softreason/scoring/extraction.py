@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lm_eval.api.filter import FilterEnsemble
 
 ANSWER_FILTERS_KEY = "softreason_answer_filters"
 # What lm-eval's regex filter yields when nothing matches (its default ``fallback``).
@@ -42,40 +45,54 @@ class _Pipeline:
         return str(out)
 
 
-def _build_pipeline(spec: dict[str, Any]) -> _Pipeline:
-    """Build one ``filter_list`` entry the way ``ConfigurableTask`` does.
+def filter_ensembles(filter_list: list[dict[str, Any]] | None) -> list[FilterEnsemble]:
+    """A task's ``filter_list`` as lm-eval ``FilterEnsemble`` s, built as ``ConfigurableTask``
+    builds them (None or empty: its "none" pipeline); a bad entry raises ``ValueError`` naming it.
+    The one builder of the task's pipelines, for the extractor and for rescoring alike."""
+    from lm_eval.api.filter import FilterEnsemble
+    from lm_eval.api.registry import get_filter
+
+    if not filter_list:  # what ConfigurableTask uses when a task has no filter_list
+        filter_list = [{"name": NO_FILTER_PIPELINE, "filter": [{"function": "take_first"}]}]
+    ensembles = []
+    for spec in filter_list:
+        if (not isinstance(spec, dict) or "name" not in spec
+                or not isinstance(spec.get("filter"), list)):
+            raise ValueError(
+                f"bad filter_list entry {spec!r}: expected {{'name': str, 'filter': "
+                f"[{{'function': name, **kwargs}}, ...]}}"
+            )
+        steps: list[partial[Any]] = []
+        for step in spec["filter"]:
+            if not isinstance(step, dict) or "function" not in step:
+                raise ValueError(
+                    f"filter pipeline {spec['name']!r}: step {step!r} has no 'function'")
+            kwargs = {k: v for k, v in step.items() if k != "function"}
+            try:
+                cls = get_filter(step["function"])
+                cls(**kwargs)  # fail now, naming the pipeline, rather than at the first answer
+            except (KeyError, TypeError) as exc:
+                detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+                raise ValueError(
+                    f"filter pipeline {spec['name']!r}, step {step!r}: {' '.join(detail.split())}"
+                ) from exc
+            steps.append(partial(cls, **kwargs))
+        ensembles.append(FilterEnsemble(name=str(spec["name"]), filters=steps))
+    return ensembles
+
+
+def _single_response(ensemble: FilterEnsemble) -> _Pipeline:
+    """One ensemble as it runs on a single response.
 
     ``take_first_k`` is left out: it only selects among repeated samples, which on a single
     response is the identity, and lm-eval's version asserts that k responses exist.
     """
-    from lm_eval.api.registry import get_filter
     from lm_eval.filters.selection import TakeKFilter
 
-    if not isinstance(spec, dict) or "name" not in spec or not isinstance(spec.get("filter"), list):
-        raise ValueError(
-            f"bad filter_list entry {spec!r}: expected {{'name': str, 'filter': [{{'function': "
-            f"name, **kwargs}}, ...]}}"
-        )
-    steps: list[Callable[[], Any]] = []
-    invalid = {INVALID}
-    for step in spec["filter"]:
-        if not isinstance(step, dict) or "function" not in step:
-            raise ValueError(f"filter pipeline {spec['name']!r}: step {step!r} has no 'function'")
-        kwargs = {k: v for k, v in step.items() if k != "function"}
-        try:
-            cls = get_filter(step["function"])
-            cls(**kwargs)  # fail now, naming the pipeline, rather than at the first answer
-        except (KeyError, TypeError) as exc:
-            detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
-            raise ValueError(
-                f"filter pipeline {spec['name']!r}, step {step!r}: {' '.join(detail.split())}"
-            ) from exc
-        if isinstance(cls, type) and issubclass(cls, TakeKFilter):
-            continue
-        if "fallback" in kwargs:
-            invalid.add(str(kwargs["fallback"]))
-        steps.append(partial(cls, **kwargs))
-    return _Pipeline(name=str(spec["name"]), steps=steps, invalid=frozenset(invalid))
+    steps = [f for f in ensemble.filters
+             if not (isinstance(f.func, type) and issubclass(f.func, TakeKFilter))]
+    invalid = {INVALID} | {str(f.keywords["fallback"]) for f in steps if "fallback" in f.keywords}
+    return _Pipeline(name=ensemble.name, steps=steps, invalid=frozenset(invalid))
 
 
 class AnswerExtractor:
@@ -98,9 +115,7 @@ class AnswerExtractor:
             pipelines: names of the pipelines to use, in priority order; None uses all of them
                 in ``filter_list`` order.
         """
-        if not filter_list:  # what ConfigurableTask uses when a task has no filter_list
-            filter_list = [{"name": NO_FILTER_PIPELINE, "filter": [{"function": "take_first"}]}]
-        built = [_build_pipeline(spec) for spec in filter_list]
+        built = [_single_response(e) for e in filter_ensembles(filter_list)]
         if pipelines is None:
             return cls(built)
         if isinstance(pipelines, str) or not all(isinstance(p, str) for p in pipelines):
