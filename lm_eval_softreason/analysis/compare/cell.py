@@ -61,18 +61,6 @@ def metric(task_results: dict, filter_name: str | None, stderr: bool = False) ->
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def sample_context(sample: dict) -> str | None:
-    """The prompt of a sample's first request, in either form lm-eval logs it."""
-    args = sample.get("arguments")
-    if isinstance(args, dict) and args:
-        first = next(iter(args.values()))
-        if isinstance(first, dict):
-            return first.get("arg_0")
-    if isinstance(args, (list, tuple)) and args and isinstance(args[0], (list, tuple)):
-        return args[0][0]
-    return None
-
-
 def sample_responses(sample: dict) -> list[str]:
     """Every response text of a sample."""
     out: list[str] = []

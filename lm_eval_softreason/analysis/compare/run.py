@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lm_eval_softreason.analysis.artifacts import request_args
 from lm_eval_softreason.analysis.compare.cell import (config_without_paths, jsonable, metric,
-                                                      per_question, sample_context,
-                                                      sample_responses, trace_stats)
+                                                      per_question, sample_responses,
+                                                      trace_stats)
 from lm_eval_softreason.analysis.compare.plan import (BUDGET_STRATEGY, HF_DEFAULT_BATCH,
                                                       HF_SC_STRATEGY, HF_SC_TASK, RunSettings,
                                                       budget_samples, check_spec, hf_args,
@@ -174,7 +175,7 @@ class CellRunner:
         samples = results.get("samples", {}).get(task_name, [])
         generated = prefilled = 0
         for s in samples:
-            context = sample_context(s)
+            context = request_args(s)[0]
             n_ctx = len(base.tok_encode(context)) if context else 0
             for text in sample_responses(s):
                 generated += len(base.tok_encode(text))
