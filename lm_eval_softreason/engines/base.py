@@ -4,7 +4,7 @@ Strategies, the runner and the verifier speak only these types. An engine prefil
 into :class:`PromptState` s (the first-token distribution plus whatever the engine needs to
 continue from there) and decodes :class:`DecodeRow` s, each a prompt and an optional vector fed
 at the first generated position. ``engines/hf.py`` runs a Hugging Face model with our own KV
-cache handling; ``engines/vllm.py`` runs vLLM from prompt embeddings.
+cache handling; ``engines/vllm/`` runs vLLM from prompt embeddings.
 """
 
 from __future__ import annotations

