@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--signal", choices=("KILL", "TERM", "INT"), default="KILL")
     args = p.parse_args()
     sig = signal.Signals[f"SIG{args.signal}"]
+    # A shell starts background jobs with SIGINT ignored, and children inherit that: restore
+    # Python's KeyboardInterrupt so the test does not depend on how the suite was launched.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     import lm_eval
     from lm_eval.tasks import TaskManager
