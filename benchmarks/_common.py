@@ -218,6 +218,11 @@ def now() -> float:
     return time.perf_counter()
 
 
+def cpu_seconds() -> float:
+    """CPU seconds this process has used (user + system, all its threads)."""
+    return time.process_time()
+
+
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     """The package's table renderer, compact, every column after the first right-aligned."""
     from lm_eval_softreason.analysis.report import render_table

@@ -23,7 +23,11 @@ virtualenv that has both engines (``.ci/setup-vllm.sh`` makes one):
 Goals (issue "Soft Reasoning on vLLM"): softreason on vLLM >= 5x the HF engine's questions per
 hour; on vLLM, softreason wall <= 1.3x self-consistency's at matched generated tokens.
 
-``vllm-compiled`` is the vLLM engine without ``enforce_eager`` (torch.compile: a slower start,
+``server`` is ``--model softreason-server`` against one ``lm-eval-softreason serve`` process the
+cell starts (eager, the offline engine's CPU settings): questions run free; ``server-lockstep``
+runs the same rounds in lock-step; ``server-2x1`` runs free against two replicas, each bound
+to one core (``VLLM_CPU_OMP_THREADS_BIND``). Their cells add the client process's CPU seconds per wall
+second and the bytes sent per question. ``vllm-compiled`` is the vLLM engine without ``enforce_eager`` (torch.compile: a slower start,
 maybe a faster decode); ``vllm`` is eager, as in the tests and examples. A vLLM engine name may
 end in ``:BLOCK``, its KV block size (the prefix cache's unit; vLLM-CPU's default is 128 and
 its smallest 32), so ``--engines vllm-compiled,vllm-compiled:32`` compares block sizes.
@@ -47,7 +51,9 @@ ROWS, DECODE_TOKENS = 16, 64
 # A cheap search, identical on both engines: 4 + 4 candidates, one BO round.
 SEARCH = {"n_init": 4, "batch": 4, "max_rounds": 1, "verifier_max_tokens": 128}
 MAX_GEN = 96
-ENGINES = ("hf", "vllm", "vllm-compiled")
+ENGINES = ("hf", "vllm", "vllm-compiled", "server", "server-lockstep", "server-2x1")
+# The server cells: requests in flight (vLLM's scheduler batches up to 256 sequences a step).
+NUM_CONCURRENT = 256
 GOAL_SPEEDUP, GOAL_SC_RATIO = 5.0, 1.3
 
 
@@ -78,7 +84,24 @@ def parse_engine(spec: str) -> tuple[str, int | None]:
 
 
 def build(engine: str, model: str, dtype: str, max_active: str,  # type: ignore[no-untyped-def]
-          block_size: int | None = None):
+          block_size: int | None = None, logs: str | None = None):
+    if engine.startswith("server"):
+        from lm_eval_softreason.harness.serve import LocalServer
+        from lm_eval_softreason.harness.server_model import SoftReasonServer
+
+        flags = ["--dtype", dtype, "--enforce-eager", "--enable-prompt-tokens-details",
+                 *(["--block-size", str(block_size)] if block_size else [])]
+        cores = ["0", "1"] if engine == "server-2x1" else [None]  # one replica per core
+        servers = [LocalServer(model, logs or tempfile.mkdtemp(), *flags,
+                               env={"VLLM_CPU_OMP_THREADS_BIND": c} if c else None)
+                   for c in cores]
+        for server in servers:
+            server.wait()
+        lm = SoftReasonServer(base_url="|".join(s.url for s in servers), pretrained=model,
+                              dtype=dtype, num_concurrent=NUM_CONCURRENT, max_active=max_active,
+                              free_running=engine != "server-lockstep", **SEARCH)
+        lm.local_servers = servers
+        return lm
     if engine == "hf":
         from lm_eval_softreason.harness.hf_model import SoftReasonLM
 
@@ -125,6 +148,7 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
     decode_tok_s = sum(r.n_tokens for r in decoded) / (C.now() - t0)
 
     engine_stats = getattr(lm.engine, "stats", None)  # vLLM: prompt tokens sent and cached
+    client = getattr(lm.engine, "client", None)  # the server engine's HTTP client
     spent = {"verifier_read_s": 0.0, "verifier_generate_s": 0.0}
     watch(lm.engine, spent)
     cells = {}
@@ -135,20 +159,30 @@ def worker(spec: str, model: str, dtype: str, n: int, max_active: str, out: str)
             extra = {"n_samples": max(1, round(sr["tokens_generated"] / n / per_candidate))}
         lm.configure(mode=mode, max_active=max_active, **SEARCH, **extra)
         before = dict(engine_stats or {})
+        sent = client.stats["bytes_sent"] if client else 0
         spent.update(dict.fromkeys(spent, 0.0))
+        cpu0 = C.cpu_seconds()
         t0 = C.now()
         lm.generate_until(reqs, disable_tqdm=True)
+        wall = C.now() - t0
         stats = lm.get_model_info()["softreason_stats"]
         ran = (stats["tokens_prefilled"] if engine_stats is None else
                (engine_stats["prompt_tokens"] - before["prompt_tokens"])
                - (engine_stats["cached_tokens"] - before["cached_tokens"]))
-        cells[mode] = {"wall_per_q_s": (C.now() - t0) / n, **extra, "prompt_tokens_run": ran,
+        cells[mode] = {"wall_per_q_s": wall / n, **extra, "prompt_tokens_run": ran,
+                       "client_cpu_share": (C.cpu_seconds() - cpu0) / wall,
+                       "bytes_sent_per_q": (client.stats["bytes_sent"] - sent) / n if client
+                       else None,
                        **spent,
                        **{k: stats[k] for k in ("tokens_generated", "verifier_tokens", "candidates",
                                              "fallbacks", "prefill_s", "decode_s", "verify_s",
                                              "propose_s")}}
     hit = (engine_stats["cached_tokens"] / engine_stats["prompt_tokens"]
            if engine_stats and engine_stats["prompt_tokens"] else None)
+    if client is not None:
+        lm.engine.close()
+        for server in lm.local_servers:
+            server.stop()
     with open(out, "w") as fh:
         json.dump({"start_s": start_s, "decode_tok_s": decode_tok_s, "cells": cells,
                    "prefix_cache_hit": hit, "peak_rss_mb": (C._status_kb("VmHWM") or 0) / 1024}, fh)
@@ -215,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     print(C.md_table(["engine", "start s", "decode tok/s", "softreason s/q", "softreason tok/q",
                       "softreason q/h", "self-consistency s/q", "softreason / sc wall",
                       "prefix-cache hits", "peak RSS MiB"], rows))
+    servers = {e: g for e, g in got.items() if g["cells"]["softreason"]["bytes_sent_per_q"]}
+    if servers:
+        print("\nThe client's side (server cells): CPU seconds per wall second of the client "
+              "process, megabytes sent per question:")
+        print(C.md_table(["engine", "cell", "client CPU share", "MB sent / q"], [
+            [e, mode, f"{c['client_cpu_share']:.2f}", f"{c['bytes_sent_per_q'] / 1e6:.2f}"]
+            for e, g in servers.items() for mode, c in g["cells"].items()]))
     print("\nWhere each cell's wall goes, per question:")
     phases = []
     for engine, g in got.items():
@@ -243,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} softreason / self-consistency at matched tokens: wall {wall:.2f}x, per "
               f"generated token {per_token:.2f}x (goal <= {GOAL_SC_RATIO:g}: "
               f"{'met' if max(wall, per_token) <= GOAL_SC_RATIO else 'NOT met'})")
+    for a, b, what in (("server", "vllm", "server / offline vLLM"),
+                       ("server", "server-lockstep", "free-running / lock-step")):
+        if {a, b} <= got.keys():
+            ratio = got[b]["cells"]["softreason"]["wall_per_q_s"] / \
+                got[a]["cells"]["softreason"]["wall_per_q_s"]
+            print(f"softreason questions/hour, {what}: {ratio:.2f}x")
     if {"vllm", "vllm-compiled"} <= got.keys():
         eager, compiled = got["vllm"], got["vllm-compiled"]
         decode = compiled["decode_tok_s"] / eager["decode_tok_s"]

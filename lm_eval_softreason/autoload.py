@@ -28,6 +28,7 @@ _TASK_MANAGER = "lm_eval.tasks.manager"
 MODELS = {
     "softreason": "lm_eval_softreason.harness.hf_model:SoftReasonLM",
     "softreason-vllm": "lm_eval_softreason.harness.vllm_model:SoftReasonVLLM",
+    "softreason-server": "lm_eval_softreason.harness.server_model:SoftReasonServer",
 }
 
 

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "why a softreason cell of a compare folder won or lost"),
     "gate": ("lm_eval_softreason.analysis.gate:main",
              "compare lm-eval results with a baseline; exit 1 on a regression"),
+    "serve": ("lm_eval_softreason.harness.serve:main",
+              "start vLLM's OpenAI server with the flags --model softreason-server needs"),
     "rescore": ("lm_eval_softreason.analysis.rescore:main",
                 "re-select a finished run's answers under another rule and re-score them"),
     "view": ("lm_eval_softreason.analysis.view:main",

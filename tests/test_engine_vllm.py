@@ -449,7 +449,7 @@ def test_batch_invariant_mode_fails_early_on_cpu(monkeypatch):
 def test_embedding_table_is_found_in_a_sharded_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
-    from lm_eval_softreason.engines.vllm.checkpoint import load_embedding_table
+    from lm_eval_softreason.engines.checkpoint import load_embedding_table
 
     table = torch.randn(10, 4)
     save_file({"model.layers.0.mlp.weight": torch.zeros(4, 4)}, tmp_path / "a.safetensors")

@@ -104,7 +104,8 @@ def test_loglikelihood_requests_get_a_clear_error(vlm):
     from lm_eval.api.instance import Instance
 
     ll = Instance("loglikelihood", {}, (QUESTIONS[0], " 6"), idx=0)
-    with pytest.raises(NotImplementedError, match="--model vllm or --model softreason"):
+    with pytest.raises(NotImplementedError, match="^softreason-vllm answers generate_until "
+                       "requests only.*--model vllm, --model local-completions or "):
         vlm.loglikelihood([ll])
 
 

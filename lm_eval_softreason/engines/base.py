@@ -16,6 +16,13 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lm_eval_softreason.errors import UserError
+
+
+class EngineUnavailable(UserError):
+    """The engine cannot run anything any more (every server gone): the run stops instead of
+    failing each remaining question over to greedy, which would fail the same way."""
+
 
 @dataclass
 class PromptState:

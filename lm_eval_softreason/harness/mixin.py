@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from lm_eval.models.utils import handle_stop_sequences, postprocess_generated_text
 
-from lm_eval_softreason.engines.base import Engine, PromptState
+from lm_eval_softreason.engines.base import Engine, EngineUnavailable, PromptState
 from lm_eval_softreason.harness.cache_guard import (
     CACHE_SEARCHED_KEY,
     guard_cache,
@@ -29,7 +29,7 @@ from lm_eval_softreason.harness.fallbacks import (
 )
 from lm_eval_softreason.harness.outputs import guard_cli_run
 from lm_eval_softreason.harness.requests import UniqueRequest, group_requests, question_key
-from lm_eval_softreason.harness.window import rows_per_question, window_size
+from lm_eval_softreason.harness.window import window_size
 from lm_eval_softreason.scoring.coherence import resolve_coherence
 from lm_eval_softreason.scoring.extraction import get_answer_extractor
 from lm_eval_softreason.scoring.verification import (
@@ -41,26 +41,15 @@ from lm_eval_softreason.scoring.verifiers import MODEL_VERIFIERS
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.strategies.base import Greedy, QuestionContext, Strategy
 from lm_eval_softreason.strategies.config import SoftReasonConfig
-from lm_eval_softreason.strategies.cot_decoding import CotDecoding
 from lm_eval_softreason.strategies.fallback import PROMPT_NOT_RUN, Fallback
-from lm_eval_softreason.strategies.fire import Fire
+from lm_eval_softreason.strategies.modes import STRATEGIES
+from lm_eval_softreason.strategies.free_runner import FreeRunner
 from lm_eval_softreason.strategies.runner import PHASES, WindowedRunner
-from lm_eval_softreason.strategies.self_consistency import SelfConsistency
 from lm_eval_softreason.strategies.softreason.bayesopt import Proposer
-from lm_eval_softreason.strategies.softreason.search import SoftReasonSearch
 from lm_eval_softreason.trace import TraceWriter
 from lm_eval_softreason.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    "softreason": SoftReasonSearch,
-    "greedy": Greedy,
-    "sample": SelfConsistency,
-    "fire": Fire,
-    "cot_decoding": CotDecoding,
-}
-
 
 def _stripped(text: str) -> str | None:
     return text.strip() or None
@@ -77,6 +66,7 @@ class SoftReasonMixin:
 
     engine: Engine
     sr_config: SoftReasonConfig
+    free_running = False  # questions in their own threads (FreeRunner): thread-safe engines
 
     def _init_softreason(self, cfg: SoftReasonConfig) -> None:
         """State of the search side; ``_apply_config`` ran before the model was loaded."""
@@ -209,12 +199,20 @@ class SoftReasonMixin:
             else:
                 call.fallbacks.append(s.fallback)
 
-        runner = WindowedRunner(
-            self.engine, self.verifier if self.sr_config.mode == "softreason" else None,
+        for u in uniques:  # looked up here, not in the free runner's threads
+            self._extractor(u.task_name)
+        runner = (FreeRunner if self.free_running else WindowedRunner)(
+            self.engine, self.verifier if STRATEGIES[self.sr_config.mode].needs_verifier else None,
             self._to_text, self._token_spans, max_active=self._max_active(),
             proposer=self._proposer, disable_tqdm=disable_tqdm or self.rank != 0,
         )
-        runner.run(uniques, self._start, finish, desc=f"softreason[{self.sr_config.mode}]")
+        try:
+            runner.run(uniques, self._start, finish, desc=f"softreason[{self.sr_config.mode}]")
+        except EngineUnavailable as exc:
+            raise EngineUnavailable(
+                f"{exc}; the run stopped after {call.searched} searched questions of "
+                f"{len(uniques)}: those are in the --use_cache database and the trace (when "
+                "given), so the same command resumes once the servers are back") from exc
         self._stats["wall_time_s"] += time.perf_counter() - started
         for phase, seconds in runner.seconds.items():
             self._stats[f"{phase}_s"] += seconds
@@ -239,7 +237,7 @@ class SoftReasonMixin:
 
     def rows_per_question(self) -> int:
         """The most rows one question decodes in one round."""
-        return rows_per_question(self.sr_config)
+        return STRATEGIES[self.sr_config.mode].rows_per_question(self.sr_config)
 
     def _max_active(self) -> int:
         """Questions in flight (:func:`~lm_eval_softreason.harness.window.window_size`)."""
@@ -268,6 +266,8 @@ class SoftReasonMixin:
         try:
             prepared = [self._encode(u) for u in us]
             states = self.engine.prefill_many([ids for ids, _ in prepared])
+        except EngineUnavailable:
+            raise
         except Exception as exc:
             if len(us) == 1:
                 log.error("cannot run prompt %r...: %r; answering with an empty string",

@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import has_bos_prefix
 
 from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.strategies.config import SoftReasonConfig
-from lm_eval_softreason.harness.mixin import SoftReasonMixin
+from lm_eval_softreason.harness.embeds_lm import EmbedsLM, as_bool
 from lm_eval_softreason.harness.requests import refuse_unsharded_processes
 from lm_eval_softreason.harness.preflight import check_before_load
 
@@ -33,7 +31,7 @@ ROWS_PER_CALL = 256
 
 
 @register_model("softreason-vllm")
-class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
+class SoftReasonVLLM(EmbedsLM):
     """vLLM with Soft Reasoning (or a baseline, by ``mode``) in ``generate_until``.
 
     Args (besides every softreason model_arg, see README):
@@ -50,6 +48,8 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         add_bos_token: prepend BOS when encoding prompts.
         Anything else goes to vLLM's ``LLM`` unchanged, as lm-eval's ``vllm`` model does.
     """
+
+    name = "softreason-vllm"
 
     def __init__(
         self,
@@ -80,7 +80,8 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
             raise ConfigError(
                 f"model_arg data_parallel_size={data_parallel_size} is not supported by "
                 f"softreason-vllm; allowed: 1. Use tensor_parallel_size for several GPUs, or "
-                f"run one process per GPU on disjoint tasks (README, Engines)."
+                f"serve the model (vllm serve --data-parallel-size N) and evaluate with "
+                f"--model softreason-server (README, Serving)."
             )
         self._apply_config(cfg)
         check_before_load(pretrained)
@@ -94,8 +95,8 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
             pretrained, dtype=dtype, max_model_len=max_model_len or max_length,
             tensor_parallel_size=int(tensor_parallel_size),
             gpu_memory_utilization=float(gpu_memory_utilization),
-            enforce_eager=_as_bool(enforce_eager), seed=cfg.seed,
-            trust_remote_code=_as_bool(trust_remote_code), revision=revision,
+            enforce_eager=as_bool(enforce_eager), seed=cfg.seed,
+            trust_remote_code=as_bool(trust_remote_code), revision=revision,
             tokenizer=tokenizer, **rest,
         )
         self.tokenizer = self.engine.tokenizer
@@ -103,57 +104,11 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         self.revision = revision
         self.batch_size = batch_size
         self._max_gen_toks = int(max_gen_toks)
-        self.add_bos_token = _as_bool(add_bos_token)
+        self._max_length = int(self.engine.llm.model_config.max_model_len)
+        self.add_bos_token = as_bool(add_bos_token)
         self._init_softreason(cfg)
 
-    # --- what lm-eval asks of a model ---------------------------------------------------------
-
-    @property
-    def eot_token_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
-
-    @property
-    def max_length(self) -> int:
-        return int(self.engine.llm.model_config.max_model_len)
-
-    @property
-    def max_gen_toks(self) -> int:
-        return self._max_gen_toks
-
-    @property
-    def tokenizer_name(self) -> str:
-        return self.tokenizer.name_or_path.replace("/", "__")
-
-    def apply_chat_template(self, chat_history: list[dict[str, str]],
-                            add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(
-            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
-            continue_final_message=not add_generation_prompt,
-        )
-
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None,
-                   **kwargs: Any) -> list[int]:
-        if add_special_tokens is None:
-            add_special_tokens = self.add_bos_token and not has_bos_prefix(
-                string, getattr(self.tokenizer, "bos_token", None))
-        return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
-
-    def tok_decode(self, tokens: list[int] | int, skip_special_tokens: bool = True) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
-
-    def _loglikelihood_tokens(self, requests: list, **kwargs: Any) -> list:
-        raise NotImplementedError(
-            "softreason-vllm answers generate_until requests only; run loglikelihood and "
-            "multiple-choice tasks with --model vllm or --model softreason"
-        )
-
-    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list:
-        return self._loglikelihood_tokens(requests)
-
     # --- what the search asks of the model class ------------------------------------------
-
-    def encode_prompt(self, context: str) -> list[int]:
-        return self.tok_encode(context)
 
     def row_batch_size(self) -> int:
         return ROWS_PER_CALL
@@ -166,9 +121,3 @@ class SoftReasonVLLM(SoftReasonMixin, TemplateLM):
         info["softreason_device"] = current_platform.device_type  # lm-eval's echoes --device
         return info
 
-
-def _as_bool(value: Any) -> bool:
-    """lm-eval passes model_args from the command line as strings."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes")
-    return bool(value)

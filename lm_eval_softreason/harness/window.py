@@ -5,18 +5,12 @@ from __future__ import annotations
 import logging
 
 from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.strategies.modes import STRATEGIES
 
 log = logging.getLogger(__name__)
 
 # max_active=auto sizes the window for prompts of this many tokens (longer ones still run).
 AUTO_WINDOW_PROMPT_TOKENS = 2048
-
-
-def rows_per_question(cfg: SoftReasonConfig) -> int:
-    """The most rows one question decodes in one round (its candidates, samples or
-    branches; a ``single_*`` verifier sends one prompt per candidate, no more)."""
-    return {"softreason": max(cfg.n_init, cfg.batch), "sample": cfg.n_samples,
-            "fire": cfg.n_samples, "cot_decoding": cfg.top_k}.get(cfg.mode, 1)
 
 
 def window_size(cfg: SoftReasonConfig, row_batch_size: int, state_bytes_per_token: int,
@@ -28,7 +22,7 @@ def window_size(cfg: SoftReasonConfig, row_batch_size: int, state_bytes_per_toke
         return int(cfg.max_active)
     import psutil
 
-    fill = max(1, row_batch_size // rows_per_question(cfg))
+    fill = max(1, row_batch_size // STRATEGIES[cfg.mode].rows_per_question(cfg))
     per_question = state_bytes_per_token * min(max_length, AUTO_WINDOW_PROMPT_TOKENS)
     fit = int(psutil.virtual_memory().available * 0.25 // max(1, per_question))
     size = max(1, min(fill, fit))

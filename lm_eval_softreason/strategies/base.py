@@ -60,6 +60,18 @@ class Strategy:
 
     name = "base"
     needs_spans = False  # whether the runner must compute per-token character offsets
+    needs_verifier = False  # whether the runner must give it the verifier's verdicts
+
+    @classmethod
+    def rows_per_question(cls, cfg: SoftReasonConfig) -> int:
+        """The most rows one question decodes in one round (sizes the window)."""
+        return 1
+
+    @classmethod
+    def first_token_logprobs(cls, cfg: SoftReasonConfig) -> int:
+        """How many of the first token's log-probs it reads from its prompt state: the top
+        few (an engine over HTTP then asks for no more), or -1 for the whole vocabulary."""
+        return -1
 
     def __init__(self, ctx: QuestionContext) -> None:
         self.ctx = ctx
@@ -153,6 +165,10 @@ class Greedy(OneRound):
     """Plain greedy decoding (``mode=greedy``), also the fallback of every other strategy."""
 
     name = "greedy"
+
+    @classmethod
+    def first_token_logprobs(cls, cfg: SoftReasonConfig) -> int:
+        return 2  # the greedy token and the top-1/top-2 margin
 
     def rows(self) -> list[DecodeRow]:
         return [self.row(first_token=self.ctx.state.greedy_token)]

@@ -9,11 +9,20 @@ import torch
 from lm_eval_softreason.engines.base import DecodeRow
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.strategies.base import OneRound
+from lm_eval_softreason.strategies.config import SoftReasonConfig
 
 
 class CotDecoding(OneRound):
     name = "cot_decoding"
     needs_spans = True
+
+    @classmethod
+    def rows_per_question(cls, cfg: SoftReasonConfig) -> int:
+        return cfg.top_k
+
+    @classmethod
+    def first_token_logprobs(cls, cfg: SoftReasonConfig) -> int:
+        return max(2, cfg.top_k)  # its branches, and the margin
 
     def observe(self, gens: list[Generation]) -> None:
         for g in gens:

@@ -6,11 +6,16 @@ from __future__ import annotations
 from lm_eval_softreason.engines.base import DecodeRow
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.strategies.base import OneRound
+from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.strategies.self_consistency import sample_first, vote_ranked
 
 
 class Fire(OneRound):
     name = "fire"
+
+    @classmethod
+    def rows_per_question(cls, cfg: SoftReasonConfig) -> int:
+        return cfg.n_samples
 
     def rows(self) -> list[DecodeRow]:
         cfg = self.ctx.cfg

@@ -17,6 +17,7 @@ rounds are dependent steps, so where a round's time goes is what decides how to 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from typing import Callable, Generic, Iterator, Sequence, TypeVar
 from tqdm import tqdm
 
 from lm_eval_softreason.strategies.softreason.bayesopt import Proposer
-from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine
+from lm_eval_softreason.engines.base import DecodeResult, DecodeRow, Engine, EngineUnavailable
 from lm_eval_softreason.scoring.verification import BatchVerifier, VerifyRequest
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.strategies.base import Greedy, Strategy
@@ -61,6 +62,7 @@ class WindowedRunner(Generic[Q]):
         self.proposer = proposer or Proposer()
         self.disable_tqdm = disable_tqdm
         self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._seconds_lock = threading.Lock()
 
     @contextmanager
     def _timed(self, phase: str) -> Iterator[None]:
@@ -68,7 +70,8 @@ class WindowedRunner(Generic[Q]):
         try:
             yield
         finally:
-            self.seconds[phase] += time.perf_counter() - t0
+            with self._seconds_lock:
+                self.seconds[phase] += time.perf_counter() - t0
 
     def run(
         self,
@@ -104,7 +107,7 @@ class WindowedRunner(Generic[Q]):
                 still = []
                 for q, s in window:
                     if s.done:
-                        s = _settle(s)
+                        s = settle(s)
                     if s.done:
                         finished_tokens += s.counters.tokens_generated
                         self.engine.release(s.ctx.state)
@@ -234,7 +237,7 @@ class WindowedRunner(Generic[Q]):
                     _fail(s, "applying the BO proposal", exc)
 
 
-def _settle(s: Strategy) -> Strategy:
+def settle(s: Strategy) -> Strategy:
     """A finished strategy, or the greedy fallback that must run in its place.
 
     A search that failed, or whose answer is empty, is redone with plain greedy on the same
@@ -254,6 +257,9 @@ def _settle(s: Strategy) -> Strategy:
 
 
 def _fail(s: Strategy, stage: str, exc: BaseException) -> None:
+    """The question falls back to greedy; an engine that cannot run anything ends the run."""
+    if isinstance(exc, EngineUnavailable):
+        raise exc
     reason = Fallback.of(stage, exc)
     log.warning("question falls back to greedy (%s)", reason)
     s.fail(reason)

@@ -9,6 +9,7 @@ from lm_eval_softreason.engines.base import DecodeRow
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.scoring.selection import majority_holder
 from lm_eval_softreason.strategies.base import OneRound
+from lm_eval_softreason.strategies.config import SoftReasonConfig
 
 
 def sample_first(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
@@ -28,6 +29,10 @@ def vote_ranked(gens: list[Generation]) -> list[Generation]:
 
 class SelfConsistency(OneRound):
     name = "sample"
+
+    @classmethod
+    def rows_per_question(cls, cfg: SoftReasonConfig) -> int:
+        return cfg.n_samples
 
     def rows(self) -> list[DecodeRow]:
         cfg = self.ctx.cfg

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -111,24 +112,32 @@ class Proposer:
     ``workers`` <= 1 runs them here one after another. More starts that many processes (spawned
     once, on first use, reused for the whole run): each step is single-threaded and seeded, so
     the results are identical either way. A step's exception (e.g. :class:`GPFitError`) comes
-    back as its result. If the pool breaks, the round is redone in-process.
+    back as its result. If the pool breaks, the round is redone in-process. Thread-safe:
+    steps run here take turns (each seeds torch's global RNG).
     """
 
     def __init__(self, workers: int = 0) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def map(self, requests: Sequence[ProposalRequest]) -> list[Proposal | Exception]:
-        if self.workers <= 1 or len(requests) <= 1:
-            return [_run(r) for r in requests]
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"))
+        if self.workers <= 1:
+            return self._here(requests)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
         try:
-            return list(self._pool.map(_run, requests))
+            return list(pool.map(_run, requests))
         except BrokenProcessPool as exc:
             log.warning("BO worker pool failed (%r); running this round in-process", exc)
             self.close()
+            return self._here(requests)
+
+    def _here(self, requests: Sequence[ProposalRequest]) -> list[Proposal | Exception]:
+        with self._lock:
             return [_run(r) for r in requests]
 
     def close(self) -> None:

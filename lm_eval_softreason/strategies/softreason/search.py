@@ -21,10 +21,20 @@ from lm_eval_softreason.strategies.softreason.perturbation import EmbeddingSpace
 from lm_eval_softreason.scoring.candidate import Generation
 from lm_eval_softreason.scoring.selection import rank
 from lm_eval_softreason.strategies.base import QuestionContext, Strategy
+from lm_eval_softreason.strategies.config import SoftReasonConfig
 
 
 class SoftReasonSearch(Strategy):
     name = "softreason"
+    needs_verifier = True
+
+    @classmethod
+    def rows_per_question(cls, cfg: SoftReasonConfig) -> int:
+        return max(cfg.n_init, cfg.batch)
+
+    @classmethod
+    def first_token_logprobs(cls, cfg: SoftReasonConfig) -> int:
+        return 2  # the greedy token (z) and the first token's margin
 
     def __init__(self, ctx: QuestionContext) -> None:
         super().__init__(ctx)
