@@ -150,12 +150,15 @@ def test_each_design_runs_a_round_in_one_decode_call(configure, tmp_path, monkey
     holds the rewards, the verifier's answers and its tokens."""
     lm = configure(verifier=name, trace_path=str(tmp_path / f"{name}.jsonl"), n_init=3,
                    max_rounds=0)
-    calls = []
+    calls, verifier_generated = [], [0]
     decode = type(lm.engine).decode
 
     def counted(engine, rows, until, max_new_tokens):
         calls.append((len(rows), max_new_tokens))
-        return decode(engine, rows, until, max_new_tokens)
+        results = decode(engine, rows, until, max_new_tokens)
+        if max_new_tokens == 8:  # FAST's verifier_max_tokens
+            verifier_generated[0] += sum(len(r.tokens) for r in results)
+        return results
 
     monkeypatch.setattr(type(lm.engine), "decode", counted)
     lm.generate_until([request(q) for q in QUESTIONS])
@@ -163,6 +166,8 @@ def test_each_design_runs_a_round_in_one_decode_call(configure, tmp_path, monkey
     per_question = 3 if name.startswith("single") else 1
     verifier_calls = [c for c in calls if c[1] == 8]  # FAST's verifier_max_tokens
     assert verifier_calls == [(3 * per_question, 8)]
+    # each question counts its own verifier rows' tokens: together, all the verifier decoded
+    assert sum(r["verifier_tokens"] for r in records) == verifier_generated[0]
     for r in records:
         assert 0 < r["verifier_tokens"] <= 8 * per_question
         assert all(c["r_verifier"] in (0.0, 0.5, 1.0) for c in r["candidates"])
