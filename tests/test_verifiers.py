@@ -89,6 +89,24 @@ def test_every_built_in_name_but_none_is_a_model_verifier():
     assert MODEL_VERIFIERS["self"] is MultiGenerate
 
 
+def test_each_design_is_asked_in_the_words_its_seeds_and_golden_outputs_were_made_with():
+    """The instructions are every verifier prompt's prefix: a changed word changes results."""
+    start = "You are checking {} to a problem. Read the problem and the {}, reason step by step "
+    multi = start.format("candidate solutions", "candidate solutions")
+    single = start.format("a candidate solution", "candidate solution")
+    assert {name: v.instructions for name, v in MODEL_VERIFIERS.items()} == {
+        "self": MultiGenerate.instructions,
+        "multi_generate": multi + "about which answer is correct (the candidates may all be "
+        "wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n",
+        "single_generate": single + "about what the correct answer is (the candidate may be "
+        "wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n",
+        "multi_judge": multi + "about each one, then end with one line per solution of the form "
+        "'Solution <number>: correct' or 'Solution <number>: incorrect'.\n\n",
+        "single_judge": single + "about whether its final answer is correct, then end with a "
+        "final line of the form 'Verdict: correct' or 'Verdict: incorrect'.\n\n",
+    }
+
+
 def test_multi_judge_reads_each_solutions_last_verdict(lm):
     judge = make(lm, "multi_judge")
     analysis = ("Solution 1 looks correct at first. Solution 3 is wrong.\n"
