@@ -18,10 +18,9 @@ from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
-from tests.helpers import FAST
-from tests.test_window import SVAMP_ROWS
+from tests.helpers import FAST, ROOT
+from tests.harness.test_window import SVAMP_ROWS
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # One question's candidates: the best objective says 8, two lower ones say 7 (gold).
 WRONG = "3 + 4 = 8. The answer is 8."
@@ -93,13 +92,13 @@ def two_args(record: dict, other: dict) -> str:
 
 
 def test_a_rule_by_import_path():
-    rule = rescore.load_rule("tests.test_rescore:plugin_rule")
+    rule = rescore.load_rule("tests.e2e.test_rescore:plugin_rule")
     assert rescore.choose(rule, HAND) == RIGHT_TOO
 
 
 def test_a_rule_must_return_a_candidates_full_text():
     with pytest.raises(rescore.RescoreError, match="no candidate's full text"):
-        rescore.choose(rescore.load_rule("tests.test_rescore:not_a_candidate"), HAND)
+        rescore.choose(rescore.load_rule("tests.e2e.test_rescore:not_a_candidate"), HAND)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -107,9 +106,9 @@ def test_a_rule_must_return_a_candidates_full_text():
                  "vote_coherence_weighted) and not an import path 'package.module:function'"),
     ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz' (No module named "
                               "'no_such_module_xyz')"),
-    ("tests.test_rescore:no_such_rule", "'tests.test_rescore' has no 'no_such_rule'"),
-    ("tests.test_rescore:WRONG", "'WRONG' is not callable"),
-    ("tests.test_rescore:two_args", "it takes (record, other), so it cannot be called as "
+    ("tests.e2e.test_rescore:no_such_rule", "'tests.e2e.test_rescore' has no 'no_such_rule'"),
+    ("tests.e2e.test_rescore:WRONG", "'WRONG' is not callable"),
+    ("tests.e2e.test_rescore:two_args", "it takes (record, other), so it cannot be called as "
                                     "fn(record: dict) -> str"),
 ])
 def test_a_bad_rule_is_one_clear_error(spec, message, capsys, tmp_path):

@@ -21,8 +21,9 @@ from lm_eval_softreason.analysis import folders
 from lm_eval_softreason.settings import CELL_SCHEMA
 from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.trace import read_trace
+from tests.helpers import ROOT
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+RESULTS = ROOT / "docs" / "results"
 
 
 SVAMP_ITEMS = [
@@ -602,8 +603,7 @@ def test_git_keeps_what_holds_the_documents_out_of_committed_folders():
     """tuning.sh and report.sh write into docs/results/, committed with `git add`: samples,
     traces, caches and progress files (prompts, so documents) are ignored; cells, digests and
     tables are not."""
-    root = Path(__file__).resolve().parent.parent
-    if shutil.which("git") is None or not (root / ".git").exists():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     cells = "docs/results/report/svamp/cells/svamp__sc"
     names = {f"{cells}{suffix}": ignored for suffix, ignored in (
@@ -611,6 +611,6 @@ def test_git_keeps_what_holds_the_documents_out_of_committed_folders():
         (".cache_rank0.db-journal", True), (".progress.json", True), (".json", False),
         (".digest.jsonl", False))}
     names["docs/results/report/svamp/table.md"] = False
-    done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=root,
+    done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT,
                           input="\n".join(names), capture_output=True, text=True)
     assert set(done.stdout.split()) == {name for name, ignored in names.items() if ignored}

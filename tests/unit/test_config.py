@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
-
 import pytest
 
 from lm_eval_softreason.errors import ConfigError
@@ -18,8 +16,8 @@ from lm_eval_softreason.strategies.config import (
 )
 from lm_eval_softreason.scoring.coherence import resolve_coherence
 from lm_eval_softreason.scoring.verification import resolve_verifier_spec
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(**kwargs):
