@@ -271,6 +271,7 @@ def test_every_stock_gsm8k_task_has_an_offline_variant() -> None:
     assert names == set(STOCK_GSM8K_TASKS)
 
 
+@pytest.mark.slow
 def test_our_tasks_only_add_names(caplog: pytest.LogCaptureFixture) -> None:
     """Indexed with lm-eval's own tasks, ours change no stock task, tag or group: every name of
     ours is new, nothing "overrides existing task", and stock gsm8k stays lm-eval's file."""
