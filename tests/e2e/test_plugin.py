@@ -369,6 +369,7 @@ def test_python_m_entry_point_with_stock_flags(tiny_model_dir, data_dir, tmp_pat
     assert "<|im_start|>user" in sample  # the chat template reached the prompt
 
 
+@pytest.mark.slow
 def test_bad_model_arg_through_cli_names_it(tiny_model_dir, data_dir, tmp_path):
     exe = Path(sys.executable).with_name("lm-eval-softreason")
     out = run([str(exe), "--model", "softreason", "--model_args",
