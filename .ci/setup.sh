@@ -1,7 +1,7 @@
 # Sourced by .ci/run and examples/main.sh: a fresh virtualenv with everything the project needs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-# The viewer's browser tests (tests/test_view.py) need headless Chromium. CI requires them
+# The viewer's browser tests (tests/e2e/test_view.py) need headless Chromium. CI requires them
 # (SOFTREASON_REQUIRE_BROWSER=1, exported by .ci/run; CI runs as root), so it installs the
 # browser where it is missing; other callers (examples/main.sh) do not need it.
 if [ "${SOFTREASON_REQUIRE_BROWSER:-}" = 1 ] \

@@ -20,7 +20,7 @@ from typing import Iterator
 REPO = Path(__file__).resolve().parent.parent
 
 # The task each --dataset stands for, its prompt (the task's doc_to_text, as a str.format
-# template; tests/test_tasks.py checks that they agree) and the tasks' stop strings.
+# template; tests/unit/test_tasks.py checks that they agree) and the tasks' stop strings.
 TASKS = {"svamp": "svamp", "gsm8k": "gsm8k_cot_zeroshot_offline"}
 PROMPTS = {
     "svamp": "Q: {question}\nEnd your response with \"The answer is N.\", where N is the final "

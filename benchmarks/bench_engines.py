@@ -26,9 +26,9 @@ hour; on vLLM, softreason wall <= 1.3x self-consistency's at matched generated t
 ``server`` is ``--model softreason-server`` against one ``lm-eval-softreason serve`` process the
 cell starts (eager, the offline engine's CPU settings): questions run free; ``server-lockstep``
 runs the same rounds in lock-step; ``server-2x1`` runs free against two replicas, each bound
-to one core (``VLLM_CPU_OMP_THREADS_BIND``). Their cells add the client process's CPU seconds per wall
-second and the bytes sent per question. ``vllm-compiled`` is the vLLM engine without ``enforce_eager`` (torch.compile: a slower start,
-maybe a faster decode); ``vllm`` is eager, as in the tests and examples. A vLLM engine name may
+to one core (``VLLM_CPU_OMP_THREADS_BIND``). Their cells add the client process's CPU seconds
+per wall second and the bytes sent per question. ``vllm-compiled`` is the vLLM engine without
+``enforce_eager`` (torch.compile: a slower start, maybe a faster decode); ``vllm`` is eager, as in the tests and examples. A vLLM engine name may
 end in ``:BLOCK``, its KV block size (the prefix cache's unit; vLLM-CPU's default is 128 and
 its smallest 32), so ``--engines vllm-compiled,vllm-compiled:32`` compares block sizes.
 

@@ -1,14 +1,8 @@
 """Let the stock ``lm_eval`` CLI find our models and tasks, and change nothing else.
 
-lm-eval 0.4.13 reads no plug-in entry points, so a ``.pth`` file in site-packages calls
-:func:`install` at interpreter start. Inside the lm-eval CLI, and only there, it registers the
-model names as lazy placeholders and, once lm-eval imports its task manager, indexes our task
-folder beneath every other (a stock or ``--include_path`` task of the same name wins, silently).
-Nothing else of ours is imported and no environment variable is set, so a run that names none
-of our models or tasks is the run it would be without this package. It never raises, is
-idempotent (site-packages can be processed twice), steps aside for the model names where
-lm-eval reads entry points itself (upstream PR #4013), and ``LM_EVAL_SOFTREASON_AUTOLOAD=0``
-turns it off. Our console script ``lm-eval-softreason`` calls ``install(force=True)``.
+lm-eval 0.4.13 reads no plug-in entry points, so a ``.pth`` file calls :func:`install` at
+interpreter start; only inside the lm-eval CLI does it register our model names (lazily) and
+index our tasks beneath all others (README, "How lm-eval finds the plug-in", has the rules).
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """Every use of a dependency's internals or version-specific API, in one place.
 
-When transformers or lm-eval change one of these, this module is the one to fix:
-
-* transformers: a ``DynamicCache`` built from per-layer tensors and read back per layer
-  (``ddp_cache_data=``, ``config=``, ``.layers``), row selection (``batch_select_indices``),
-  and the name of ``forward``'s cache argument: ``cache`` where the model takes it,
-  ``past_key_values`` (deprecated by 5.x, removed in 5.40) before that; the ``embed_scale``
-  that scaled embedding modules (Gemma 3's) multiply looked-up rows by;
-* lm-eval 0.4: the task index's entry kinds (``lm_eval.tasks._index``) and its YAML loader
-  (``lm_eval.tasks._yaml_loader``), both private modules, and ``TaskManager``'s index
-  (``_index`` and the name lists built from it), to add our tasks beneath all others; where ``EvaluationTracker`` writes
-  the aggregated results (``date_id``, the file names), which it reports only in its log;
-  ``HFLM._model``, the loaded model as HFLM holds it;
-* vLLM: ``LLM.llm_engine.engine_core``, to shut its engine-core process down.
+When transformers, lm-eval or vLLM change one of them, this module is the one to fix
+(docs/architecture.md, "Dependency internals", lists what is used and why).
 """
 
 from __future__ import annotations

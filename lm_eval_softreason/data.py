@@ -1,23 +1,8 @@
 """Dataset loaders for our task YAMLs (``custom_dataset: !function lm_eval_softreason.data.<fn>``).
 
-Evaluation must run offline, so every loader first reads the folder named by the
-``SOFTREASON_DATA_DIR`` environment variable (upstream files as-is)::
-
-    $SOFTREASON_DATA_DIR/gsm8k/train.jsonl   # {"question": ..., "answer": "... #### N"}
-    $SOFTREASON_DATA_DIR/gsm8k/test.jsonl
-    $SOFTREASON_DATA_DIR/svamp/SVAMP.json    # arkilpatel/SVAMP, 1000 problems
-
-A typo in a set variable fails loudly instead of silently downloading something else. With the
-variable unset (or empty), SVAMP, which lm-eval lacks, comes from the Hugging Face Hub; GSM8K does
-not: the ``gsm8k*_offline`` tasks exist only to read local files (lm-eval's own ``gsm8k`` tasks
-are the Hub version), so they fail with an error that says so.
-
-lm-eval loads a task's data only after the model; :func:`check_data_dir` reads the same files
-with the same checks (an empty file too) earlier: our models run it before loading, and our
-console script for the files of the requested tasks (:func:`task_files`).
-
-lm-eval calls a loader as ``loader(**metadata, **dataset_kwargs)``, so loaders take ``**kwargs``
-(task metadata, CLI ``model_args``) and ignore them.
+Runs must work offline, so loaders read the upstream files under ``$SOFTREASON_DATA_DIR`` and a
+bad folder fails loudly instead of downloading; :func:`check_data_dir` makes the same checks
+before a model loads (layout and rules: docs/architecture.md, "Offline data").
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Per-question JSONL trace that survives interrupted runs.
 
-Each question is one line written with a single ``write`` + flush + fsync the moment it
-finishes. A run killed mid-write can leave at most one partial last line; opening the file
-again cuts it off, so a rerun with the same ``trace_path`` appends to a valid file. A resumed
-run recomputes the questions whose answers were not cached yet; a record whose ``question``
-key the file already holds is not written again, so the trace holds each question once.
-One run writes a trace at a time (:mod:`lm_eval_softreason.writer_lock`); the processes of one
-data-parallel run (``accelerate launch``, ``RANK`` 0..N-1) share it, each rank holding a lock
-of its own, so a second run is refused by its rank 0.
+Each finished question is one line, written and fsynced at once; reopening cuts a partial last
+line, and a question already in the file is not written again, so a rerun with the same
+``trace_path`` appends to a valid file (docs/architecture.md, "Traces and writer locks").
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """One writer per output file: an OS lock on a sidecar ``<path>.lock`` that holds the pid.
 
-Two runs appending to one trace would interleave their records and each skip the other's
-questions; two runs streaming into one ``--use_cache`` database would mix their answers. So
-the second one is refused at start, naming the path and the process that holds it. The lock is
-``fcntl.flock``: the kernel drops it when its process ends in any way (``kill -9`` too), so a
-lock file left behind never blocks a rerun. The lock file is removed on release and when the
-process exits normally (a killed one leaves it, unlocked, for the next run to take over).
-
-The lock belongs to the process: within it, the same path may be held several times (two
-models of one Python session on one database, compare's cells reopening a trace), and the file
-is unlocked when the last holder releases it.
+Two runs writing one trace or ``--use_cache`` database would mix their records, so the second
+is refused at start, naming the path and the holder. ``flock`` is dropped by the kernel however
+the process ends, so a leftover lock file never blocks a rerun (docs/architecture.md, "Traces
+and writer locks").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python -m tests.fault_table
 
 The markers are read from the source (``ast``), not by running pytest, so no model or data is
-needed; ``tests/test_faults.py`` fails when the committed table differs from what this writes.
+needed; ``tests/harness/test_faults.py`` fails when the committed table differs from what this writes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ HEADER = """\
 
 Every fault below has a test that injects it; the table is generated from the tests'
 `@pytest.mark.fault(fault, outcome)` markers by `python -m tests.fault_table` (rerun it after
-adding or changing a marker: `tests/test_faults.py` fails while this file is out of date).
+adding or changing a marker: `tests/harness/test_faults.py` fails while this file is out of date).
 
 A user error (a bad argument, file or folder) ends `lm-eval-softreason` with one line on stderr,
 `lm-eval-softreason: error: ...`, and exit code 2; `--verbosity DEBUG` or

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lm_eval.api.instance import Instance
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository, wherever a test file sits
 
 # Small search settings that keep model tests to seconds on the tiny model.
 FAST = {"max_rounds": 1, "n_init": 3, "batch": 2, "proj_dim": 8, "verifier_max_tokens": 8}

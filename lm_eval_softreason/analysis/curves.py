@@ -1,24 +1,8 @@
 """Self-consistency as a budget curve: maj@k for k = 1..N from one run's N samples per question.
 
-A run with ``mode=sample, n_samples=N`` and ``trace_path=`` holds every sample's answer and
-tokens; voting over subsets of size k estimates what ``n_samples=k`` would have scored, at no
-cost, so one run draws the whole curve that the other strategies are compared with.
-
-Definitions:
-
-* a subset returns what the run's vote returns (``self_consistency.SelfConsistency``): the first
-  sample, in sampling order, holding the majority answer (``selection.majority``: unparsed
-  answers never vote, a tie goes to the answer sampled first), or the subset's first sample
-  when no answer parsed. It scores what that sample scores: ``right`` per sample, by default
-  whether its answer matches gold (``answers.answers_match``), or the task's own metric on its
-  text (:func:`candidate_scores`), so k = N scores exactly as the run did;
-* a question's maj@k is the mean over its size-k subsets: every subset when there are at most
-  ``max_subsets``, else ``max_subsets`` subsets drawn uniformly with a seeded generator;
-  a question with fewer than k samples (a greedy fallback has one) uses all it has;
-* maj@k is the mean over questions, its stderr the sample standard deviation over questions
-  over sqrt(questions) (lm-eval's stderr of a mean);
-* tokens at k: the mean over questions of k x that question's mean tokens per sample, the
-  expected generated tokens of a size-k subset.
+Voting over size-k subsets of a traced ``mode=sample`` run estimates what ``n_samples=k`` would
+have scored, at no cost, so one run draws the whole curve the other strategies are compared
+with (the definitions: docs/architecture.md, "maj@k curves").
 """
 
 from __future__ import annotations

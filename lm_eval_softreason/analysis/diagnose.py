@@ -1,26 +1,10 @@
-"""``lm-eval-softreason diagnose``: why did softreason win or lose? Diagnostics from a
-``compare`` results folder's traces.
+"""``lm-eval-softreason diagnose``: why softreason won or lost, from a ``compare`` folder's traces.
 
     lm-eval-softreason diagnose --out results/qwen0.5b --task svamp [--strategy softreason]
 
-For every question of the cell it joins the trace (all candidates, their verifier and coherence
-rewards, the verifier's own answers) with lm-eval's per-sample file (the gold answer) and prints:
-
-* accuracy of the returned answer, and the oracle: how often *some* candidate was right;
-* what other selection rules would have scored on the same candidates (majority vote, vote with
-  the verifier's answers, first candidate = least perturbed);
-* candidate diversity: distinct texts and distinct answers per question;
-* the verifier: how often its own answer is gold, and P(candidate right | verifier agreed) vs
-  P(candidate right | it did not) against the base rate of right candidates;
-* truncation: candidates that used the whole generation budget (``--max-gen-toks``, lm-eval's
-  default 256 unless the task sets one) and how often they were right, against the others;
-* rounds and stop reasons; and, question by question, wins/losses against the folder's greedy
-  cell and any cell named with ``--versus FOLDER:STRATEGY`` (e.g. self-consistency run
-  elsewhere; its samples or, in a committed folder, its digest), on the questions both
-  answered, with an exact two-sided sign test.
-
-Gold answers are compared with the package's ``answers_match`` (numbers within 1e-6), the rule
-the verifier and the votes use; the headline accuracy is lm-eval's own flexible-extract score.
+It joins a cell's trace with lm-eval's per-sample file (the gold answers) and prints the oracle,
+other selection rules, candidate diversity, the verifier's reliability, truncation, stop
+reasons and sign tests against other cells (examples/README.md says what each part means).
 """
 
 from __future__ import annotations

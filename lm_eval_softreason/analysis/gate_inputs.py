@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lm_eval_softreason.settings import result_args
+from lm_eval_softreason.strategies.config import result_args
 
 # config fields that decide what a score means; compared before any score is.
 CONFIG_FIELDS = (
@@ -102,8 +102,8 @@ def config_differences(baseline: dict[str, Any],
     """``(field, baseline value, results value)`` for every setting that differs.
 
     Only settings that change scores count (CONFIG_FIELDS; in their args, everything but
-    ``settings.RUN_ONLY_ARGS``); per-task sections are compared for tasks present in both
-    files (a missing task is a MISSING row).
+    ``strategies.config.RUN_ONLY_ARGS``); per-task sections are compared for tasks present in
+    both files (a missing task is a MISSING row).
     """
     diffs: list[tuple[str, Any, Any]] = []
     base_cfg = _comparable_config(baseline, "baseline")

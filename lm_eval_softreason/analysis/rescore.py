@@ -2,21 +2,10 @@
 rule, without loading a model.
 
     lm-eval-softreason rescore --trace T.jsonl --results OUT_DIR --select vote [--json R.json]
-    lm-eval-softreason rescore --trace T.jsonl --samples S.jsonl --select pkg.mod:fn
 
-A run with ``trace_path=`` records every candidate of every question; lm-eval's logged samples
-(``--log_samples``, or a ``compare`` cell's ``.samples.jsonl``) hold each document, its prompt and
-the returned response. For every question the rule picks one candidate's full text, and that text
-goes through the task's own filter pipelines and ``process_results``, exactly as lm-eval scored the
-run's response, so ``--select best`` on a run that used ``select=best`` gives its samples back.
-
-Trace records are joined to samples by ``prompt_sha`` (sha256 of the prompt, first 16 hex). A
-question without a trace record, or one answered by the greedy fallback, keeps the run's response:
-there was no search to re-select from.
-
-A rule is a built-in name (:data:`RULES`) or an import path ``package.module:function`` of a
-:data:`Rule`: ``fn(record: dict) -> str`` taking one trace record and returning the text of one of
-its ``candidates``.
+The rule's pick goes through the task's own filters and metrics as lm-eval scored the run, so
+``--select best`` on a ``select=best`` run gives its samples back (joins and rules:
+docs/architecture.md, "rescore").
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
 def guard_cache(db: Any, mine: dict[str, Any]) -> None:
-    """Check the settings a ``--use_cache`` database was written under against ``mine``, and
-    record ``mine`` in a new one."""
+    """Check the settings a ``--use_cache`` database was written under against ``mine`` (the
+    model's identity and ``SoftReasonConfig.public_dict()``: the settings whose field metadata
+    says they change results), and record ``mine`` in a new one."""
     try:
         stored, size = db.get(CACHE_CONFIG_KEY), len(db)
     except sqlite3.DatabaseError as exc:

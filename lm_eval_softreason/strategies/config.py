@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.scoring.selection import SELECTS
-from lm_eval_softreason.settings import fingerprint, result_args
+from lm_eval_softreason.settings import HARNESS_RUN_ONLY_ARGS, fingerprint
 
 MODES = ("softreason", "greedy", "sample", "cot_decoding", "fire")
 PRESETS = ("paper", "reference", "tuned")
@@ -39,43 +40,58 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
 }
 
 
+# What a setting changes, as its field's ``affects`` metadata says:
+#   "search":  which candidates are drawn, so the answers: in the fingerprint and the search seed;
+#   "scoring": only how finished candidates are scored or chosen: in the fingerprint, not the
+#              seed (runs differing only in them draw the same candidates, so they pair up);
+#   "none":    only how a run goes (speed, memory, files): in neither, and never compared.
+AFFECTS = ("search", "scoring", "none")
+
+
+def _setting(default: Any, affects: str) -> Any:
+    """A config field whose metadata says what it changes (one of :data:`AFFECTS`)."""
+    return dataclasses.field(default=default, metadata={"affects": affects})
+
+
 @dataclass(frozen=True)
 class SoftReasonConfig:
     """Settings of the decoding strategy (one field per model_arg; see README for each)."""
 
-    mode: str = "softreason"
-    preset: str = "paper"
+    mode: str = _setting("softreason", "search")
+    preset: str = _setting("paper", "scoring")  # its values seed the search, not its name
     # embedding perturbation
-    sigma: float = 1.0
-    sigma_scale: str = "absolute"
-    proj_dim: int = 50
-    inject: str = "perturb"
+    sigma: float = _setting(1.0, "search")
+    sigma_scale: str = _setting("absolute", "search")
+    proj_dim: int = _setting(50, "search")
+    inject: str = _setting("perturb", "search")
     # search
-    search: str = "bo"
-    n_init: int = 5
-    batch: int = 5
-    max_rounds: int = 4
-    epsilon: float = 0.01
-    ei_threshold: float = 1e-3
+    search: str = _setting("bo", "search")
+    n_init: int = _setting(5, "search")
+    batch: int = _setting(5, "search")
+    max_rounds: int = _setting(4, "search")
+    epsilon: float = _setting(0.01, "search")
+    ei_threshold: float = _setting(1e-3, "search")
     # objective and answer
-    verifier: str | Callable[..., Any] = "self"
-    coherence: str | Callable[..., Any] = "geo_mean_prob"
-    w_verifier: float = 1.0
-    w_coherence: float = 1.0
-    select: str = "best"
-    verifier_max_tokens: int = 300
+    verifier: str | Callable[..., Any] = _setting("self", "scoring")
+    coherence: str | Callable[..., Any] = _setting("geo_mean_prob", "scoring")
+    w_verifier: float = _setting(1.0, "scoring")
+    w_coherence: float = _setting(1.0, "scoring")
+    select: str = _setting("best", "scoring")
+    # seeds the search although the verifier reads it: finished tuning cells set it, and
+    # their seeds must not move
+    verifier_max_tokens: int = _setting(300, "search")
     # baselines
-    n_samples: int = 8
-    temperature: float = 0.7
-    top_k: int = 10
-    fire_temperature: float = 30.0
+    n_samples: int = _setting(8, "search")
+    temperature: float = _setting(0.7, "search")
+    top_k: int = _setting(10, "search")
+    fire_temperature: float = _setting(30.0, "search")
     # run
-    seed: int = 1234
-    trace_path: str | None = None
-    num_threads: int | None = None
-    bo_workers: int = 0
-    max_active: int | str = "auto"
-    max_fallback_rate: float = 0.2
+    seed: int = _setting(1234, "search")
+    trace_path: str | None = _setting(None, "none")
+    num_threads: int | None = _setting(None, "none")
+    bo_workers: int = _setting(0, "none")
+    max_active: int | str = _setting("auto", "none")
+    max_fallback_rate: float = _setting(0.2, "none")
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -139,31 +155,47 @@ class SoftReasonConfig:
         return cls(**values), rest
 
     def public_dict(self) -> dict[str, Any]:
-        """The settings that change results (:mod:`lm_eval_softreason.settings`), JSON-safe
-        (callables shown by import path): for results files, traces and the cache guard."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return result_args({k: _callable_name(v) if callable(v) else v
-                            for k, v in values.items()})
+        """The settings that change results (:func:`settings_affecting` ``search`` and
+        ``scoring``), JSON-safe (callables shown by import path): for results files, traces
+        and the ``--use_cache`` guard."""
+        values = {name: getattr(self, name) for name in settings_affecting("search", "scoring")}
+        return {k: _callable_name(v) if callable(v) else v for k, v in values.items()}
 
     def fingerprint(self) -> str:
         """Short stable hash of everything that changes results (not paths or threads)."""
         return fingerprint(self.public_dict())
 
     def search_fingerprint(self) -> str:
-        """:meth:`fingerprint` with the settings that only score or choose candidates
-        (:data:`SCORING_ONLY`) at their defaults: what seeds the search. Runs that differ only
-        in them draw the same first candidates, so an ablation of the verifier, the coherence
-        term or the rule is paired question by question; ``rescore --select`` gives a
-        ``select=`` run's answers back; ``preset=tuned`` repeats the tuning cell it came from;
-        and runs at the defaults keep the seeds they always had. (``verifier_max_tokens`` still
-        seeds: finished tuning cells set it, and their seeds must not move.)"""
+        """:meth:`fingerprint` with the ``scoring`` settings at their defaults: what seeds the
+        search. Runs that differ only in them draw the same first candidates, so an ablation
+        of the verifier, the coherence term or the rule is paired question by question;
+        ``rescore --select`` gives a ``select=`` run's answers back; ``preset=tuned`` repeats
+        the tuning cell it came from; and runs at the defaults keep the seeds they always had."""
         return fingerprint({**self.public_dict(), **_SCORING_DEFAULTS})
 
 
-# Settings that score or choose finished candidates but never change which are drawn first.
-SCORING_ONLY = ("preset", "select", "verifier", "coherence", "w_verifier", "w_coherence")
+def settings_affecting(*kinds: str) -> tuple[str, ...]:
+    """The names of :class:`SoftReasonConfig`'s fields whose ``affects`` metadata is one of
+    ``kinds`` (:data:`AFFECTS`), in declaration order: the one list the fingerprints, the
+    cache guard, ``gate`` and ``compare`` read."""
+    unknown = sorted(set(kinds) - set(AFFECTS))
+    if unknown:
+        raise ValueError(f"unknown kinds {unknown}; allowed: {', '.join(AFFECTS)}")
+    return tuple(f.name for f in dataclasses.fields(SoftReasonConfig)
+                 if f.metadata["affects"] in kinds)
+
+
 _SCORING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SoftReasonConfig)
-                     if f.name in SCORING_ONLY}
+                     if f.name in settings_affecting("scoring")}
+# model_args, ours and lm-eval's, that change how a run executes, never its answers.
+RUN_ONLY_ARGS = frozenset(settings_affecting("none")) | HARNESS_RUN_ONLY_ARGS
+
+
+def result_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` without :data:`RUN_ONLY_ARGS`: what two runs must share to give the same
+    answers (``gate`` compares model_args and settings so, ``compare`` its cells' specs)."""
+    return {k: v for k, v in args.items() if k not in RUN_ONLY_ARGS}
+
 
 # Arguments of HFLM.__init__ that must never be mistaken for typos of ours.
 _HFLM_ARGS = {

@@ -1,17 +1,8 @@
 """The window of questions in flight: at most ``max_active`` at once, refilled as they finish.
 
-Each round, the rows of every active question are decoded in one engine call per (stop
-strings, token budget) group, then one batched verifier call covers every question that needs
-one, then the questions' BO steps run together (in worker processes if ``bo_workers`` is set).
-A question that finishes is handed to ``finish`` at once (so its results are written before the
-next round) and the next queued question is started (prefilled) in its place, so the decode
-batches stay full until the queue is empty and memory is bounded by the window, not the run.
-
-A failure is contained to the question that caused it: that question is redone with plain
-greedy decoding in its own slot (the fallback), the others carry on.
-
-``seconds`` splits the wall time by phase (prefill, decode, verify, propose): the search's
-rounds are dependent steps, so where a round's time goes is what decides how to speed it up.
+Every round decodes the rows of all active questions together, so batches stay full while
+memory is bounded by the window, not the run; a failing question alone falls back to greedy.
+Round structure and phase timings: docs/architecture.md, "The window of questions".
 """
 
 from __future__ import annotations

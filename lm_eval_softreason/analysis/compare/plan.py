@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from lm_eval_softreason.analysis.folders import cell_paths, read_cell
-from lm_eval_softreason.settings import comparable_spec
+from lm_eval_softreason.strategies.config import PRESET_VALUES, SoftReasonConfig, result_args
 
 
 BUDGET_STRATEGY = "sc"
@@ -31,6 +32,10 @@ HF_SC_REPEATS = 64  # the task's own number of samples per question
 
 
 HF_DEFAULT_BATCH = 16  # HFLM's batch_size=auto probes huge batches; too slow on a CPU
+
+
+# Keys of a cell's spec holding model_args, compared without the run-only ones.
+SPEC_ARGS_KEYS = ("model_args", "extra_model_args")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +147,6 @@ def preset_values(model_args: dict[str, Any]) -> dict[str, Any]:
     override it ({} outside softreason mode). A preset can change its values under the same
     name (``tuned`` did when the tuning study finished), and a cell searched under the old
     values is not this run's cell, although its model_args read the same."""
-    from lm_eval_softreason.strategies.config import PRESET_VALUES, SoftReasonConfig
-
     cfg, _ = SoftReasonConfig.from_kwargs(dict(model_args))
     if cfg.mode != "softreason":
         return {}
@@ -153,8 +156,6 @@ def preset_values(model_args: dict[str, Any]) -> dict[str, Any]:
 
 def hf_args(extra: dict[str, Any]) -> dict[str, Any]:
     """The extra model_args that HFLM understands (softreason's own are dropped)."""
-    from lm_eval_softreason.strategies.config import SoftReasonConfig
-
     _, rest = SoftReasonConfig.from_kwargs(extra)
     return rest
 
@@ -193,9 +194,20 @@ def hf_sc_config(task_manager: Any, repeats: int) -> dict[str, Any]:
     return cfg
 
 
+def comparable_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A cell's ``spec`` as compared: JSON values, model_args without the run-only ones
+    (``strategies.config.result_args``; cells written before a setting was known to be
+    run-only still match)."""
+    out = json.loads(json.dumps(dict(spec), default=str))
+    for key in SPEC_ARGS_KEYS:
+        if isinstance(out.get(key), dict):
+            out[key] = result_args(out[key])
+    return out
+
+
 def check_spec(cell: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     """How a stored cell's settings differ from this run's, in the settings that change
-    results (``settings.comparable_spec``)."""
+    results (:func:`comparable_spec`)."""
     stored = comparable_spec(cell.get("spec", {}))
     norm = comparable_spec(spec)
     if "preset_values" in norm and "preset_values" not in stored:

@@ -23,7 +23,7 @@ def check_batch_invariant_mode() -> None:
         raise RuntimeError(
             "VLLM_BATCH_INVARIANT=1 is not supported by vLLM on CPU (its batch-invariant "
             "kernels are Triton kernels); unset it. On CPU, rows are measured to be "
-            "batch-independent without it (tests/test_engine_vllm.py).")
+            "batch-independent without it (tests/vllm/test_engine_vllm.py).")
 
 
 # On CPU without chunked prefill a step may prefill up to a whole context, so the context sizes

@@ -1,13 +1,8 @@
-"""Same-model verifiers: the paper's four designs (section "verifier design").
+"""Same-model verifiers: the paper's four designs, ``{multi,single}_{generate,judge}``.
 
-|            | one call per round, all candidates | one call per candidate |
-|------------|------------------------------------|------------------------|
-| generate   | ``multi_generate`` (= ``self``)    | ``single_generate``    |
-| judge      | ``multi_judge``                    | ``single_judge``       |
-
-*Generate* verifiers write their own answer and reward the candidates that agree with it;
-*judge* verifiers give each candidate a verdict. All share :class:`ModelVerifier`'s batching:
-every verifier prompt of every question of a round is decoded in one engine call.
+*Generate* verifiers answer themselves and reward the candidates that agree; *judge* verifiers
+give each candidate a verdict; ``multi_`` reads a round's candidates in one call, ``single_``
+each alone. All share :class:`ModelVerifier`'s batching: one engine call per round.
 """
 
 from __future__ import annotations

@@ -60,6 +60,17 @@ def _last_line(prefix: str) -> str:
     return prefix[cut + 1:] if cut >= 0 else prefix
 
 
+def verifier_instructions(per_candidate: bool, reason_about: str, end_with: str) -> str:
+    """A design's instructions (the shared prefix of its prompts): every design is asked in
+    the same words, about one candidate or a round's, and differs only in what it reasons about
+    and the final line it must write."""
+    solutions = "candidate solution" if per_candidate else "candidate solutions"
+    article = "a " if per_candidate else ""
+    return (f"You are checking {article}{solutions} to a problem. Read the problem and the "
+            f"{solutions}, reason step by step about {reason_about}, then end with "
+            f"{end_with}.\n\n")
+
+
 def solution_text(text: str) -> str:
     """A candidate as the verifier reads it: stripped, long ones cut to their tail."""
     body = text.strip()

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from lm_eval_softreason.scoring.answers import answers_match
 from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
-from lm_eval_softreason.scoring.verifiers.base import ModelVerifier
+from lm_eval_softreason.scoring.verifiers.base import ModelVerifier, verifier_instructions
+
+_ANSWER_LINE = "a final line of the form 'Answer: <final answer>'"
 
 
 class MultiGenerate(ModelVerifier):
     """The paper's default: one call per question and round reads all of the round's
     candidates and writes one answer."""
 
-    instructions = (
-        "You are checking candidate solutions to a problem. Read the problem and the candidate "
-        "solutions, reason step by step about which answer is correct (the candidates may all "
-        "be wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n"
-    )
     per_candidate = False
+    instructions = verifier_instructions(
+        per_candidate, "which answer is correct (the candidates may all be wrong)", _ANSWER_LINE)
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         (analysis,) = analyses
@@ -31,13 +30,9 @@ class SingleGenerate(ModelVerifier):
     """One call per candidate, which it reads alone: the verifier is not swayed by the other
     candidates, at one verifier generation per candidate."""
 
-    instructions = (
-        "You are checking a candidate solution to a problem. Read the problem and the "
-        "candidate solution, reason step by step about what the correct answer is (the "
-        "candidate may be wrong), then end with a final line of the form "
-        "'Answer: <final answer>'.\n\n"
-    )
     per_candidate = True
+    instructions = verifier_instructions(
+        per_candidate, "what the correct answer is (the candidate may be wrong)", _ANSWER_LINE)
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         answers = [self.parse_answer(a, request.task_name) for a in analyses]

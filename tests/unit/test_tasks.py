@@ -20,8 +20,9 @@ from lm_eval.tasks._yaml_loader import load_yaml
 
 from lm_eval_softreason import data
 from lm_eval_softreason.tasks_path import tasks_dir
+from tests.helpers import ROOT
 
-BENCH_COMMON = Path(__file__).resolve().parent.parent / "benchmarks" / "_common.py"
+BENCH_COMMON = ROOT / "benchmarks" / "_common.py"
 STOCK_GSM8K = Path(lm_eval.__file__).parent / "tasks" / "gsm8k"
 OURS_GSM8K = Path(tasks_dir()) / "gsm8k_offline"
 # What an offline variant may change: where the data comes from, its name, its tag.
@@ -270,6 +271,7 @@ def test_every_stock_gsm8k_task_has_an_offline_variant() -> None:
     assert names == set(STOCK_GSM8K_TASKS)
 
 
+@pytest.mark.slow
 def test_our_tasks_only_add_names(caplog: pytest.LogCaptureFixture) -> None:
     """Indexed with lm-eval's own tasks, ours change no stock task, tag or group: every name of
     ours is new, nothing "overrides existing task", and stock gsm8k stays lm-eval's file."""

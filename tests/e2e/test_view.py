@@ -16,8 +16,8 @@ from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.analysis.artifacts import request_args
 from lm_eval_softreason.jsonl import read_jsonl
 from tests import browser
-from tests.helpers import FAST
-from tests.test_window import SVAMP_ROWS
+from tests.helpers import FAST, ROOT
+from tests.harness.test_window import SVAMP_ROWS
 
 LIMIT = 3
 
@@ -246,7 +246,7 @@ def test_strategies_side_by_side_and_what_each_filter_picks(tmp_path, capsys):
 
 
 def test_a_committed_folder_is_read_from_its_digests():
-    folder = Path(__file__).resolve().parent.parent / "docs/results/report/qwen1.5b-svamp"
+    folder = ROOT / "docs/results/report/qwen1.5b-svamp"
     data = view.page_data(folder)
     assert [(s["strategy"], s["questions"], s["accuracy"]) for s in data["summary"]] == [
         ("greedy", 100, 0.77), ("sc", 100, 0.84), ("softreason", 100, 0.79),

@@ -84,8 +84,8 @@ def test_fallbacks_above_the_threshold_warn_and_are_recorded(tiny_model_dir, gre
     assert lm.get_model_info()["softreason_stats"]["warnings"] == []
 
 
-def test_a_failing_bo_step_affects_only_its_question(configure, search_out, monkeypatch,
-                                                     caplog):
+def test_a_failing_bo_step_affects_only_its_question(configure, greedy_out, search_out,
+                                                     monkeypatch, caplog):
     real = bayesopt.propose
     calls = []
 
@@ -98,12 +98,13 @@ def test_a_failing_bo_step_affects_only_its_question(configure, search_out, monk
     monkeypatch.setattr(bayesopt, "propose", first_one_breaks)
     lm = configure()
     out = lm.generate_until([request(q) for q in QUESTIONS])
-    assert len(calls) >= 2  # several questions asked for a BO step in the same round
+    assert len(calls) == len(QUESTIONS)  # every question asked for one BO step (max_rounds=1)
     stats = lm.get_model_info()["softreason_stats"]
     assert stats["fallbacks"] == 1
     assert stats["fallback_reasons"] == {"proposing the next points": 1}
     assert "proposing the next points: RuntimeError: boom" in caplog.text
-    assert sum(o == s for o, s in zip(out, search_out)) >= len(QUESTIONS) - 1
+    # the first question to ask fell back to greedy; the others searched as without the fault
+    assert out == [greedy_out[0], *search_out[1:]]
 
 
 def test_gp_failures_everywhere_are_refused_not_reported(configure, monkeypatch):
@@ -201,7 +202,7 @@ def test_interrupted_trace_is_repaired_on_rerun(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"q": 2, "cand')  # killed mid-line
     w = TraceWriter(path)
-    assert w.repaired_bytes > 0
+    assert w.repaired_bytes == len('{"q": 2, "cand')
     w.write({"q": 3})
     w.close()
     assert read_trace(path) == [{"q": 1}, {"q": 3}]

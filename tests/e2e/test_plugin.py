@@ -17,8 +17,8 @@ from lm_eval_softreason import autoload
 from lm_eval_softreason.autoload import MODELS, flag_values, is_lm_eval_cli, seen_include_paths
 from lm_eval_softreason.cli import help_header
 from lm_eval_softreason.tasks_path import tasks_dir
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BAD_DATA_DIR = "/nonexistent/softreason-data"
 # Run as a script named lm_eval, so the .pth hook takes it for the lm-eval CLI: what the hook
@@ -369,6 +369,7 @@ def test_python_m_entry_point_with_stock_flags(tiny_model_dir, data_dir, tmp_pat
     assert "<|im_start|>user" in sample  # the chat template reached the prompt
 
 
+@pytest.mark.slow
 def test_bad_model_arg_through_cli_names_it(tiny_model_dir, data_dir, tmp_path):
     exe = Path(sys.executable).with_name("lm-eval-softreason")
     out = run([str(exe), "--model", "softreason", "--model_args",
@@ -383,9 +384,8 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     """A normal (non-editable) install gets the .pth at site-packages' root and the tasks."""
     import zipfile
 
-    root = Path(__file__).resolve().parent.parent
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                            str(tmp_path), str(root)], capture_output=True, text=True, timeout=600)
+                            str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
     assert "zz_lm_eval_softreason.pth" in names

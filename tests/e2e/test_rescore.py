@@ -18,10 +18,9 @@ from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.strategies.config import SoftReasonConfig
 from lm_eval_softreason.settings import prompt_sha
 from lm_eval_softreason.trace import read_trace
-from tests.helpers import FAST
-from tests.test_window import SVAMP_ROWS
+from tests.helpers import FAST, ROOT
+from tests.harness.test_window import SVAMP_ROWS
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # One question's candidates: the best objective says 8, two lower ones say 7 (gold).
 WRONG = "3 + 4 = 8. The answer is 8."
@@ -93,13 +92,13 @@ def two_args(record: dict, other: dict) -> str:
 
 
 def test_a_rule_by_import_path():
-    rule = rescore.load_rule("tests.test_rescore:plugin_rule")
+    rule = rescore.load_rule("tests.e2e.test_rescore:plugin_rule")
     assert rescore.choose(rule, HAND) == RIGHT_TOO
 
 
 def test_a_rule_must_return_a_candidates_full_text():
     with pytest.raises(rescore.RescoreError, match="no candidate's full text"):
-        rescore.choose(rescore.load_rule("tests.test_rescore:not_a_candidate"), HAND)
+        rescore.choose(rescore.load_rule("tests.e2e.test_rescore:not_a_candidate"), HAND)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -107,9 +106,9 @@ def test_a_rule_must_return_a_candidates_full_text():
                  "vote_coherence_weighted) and not an import path 'package.module:function'"),
     ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz' (No module named "
                               "'no_such_module_xyz')"),
-    ("tests.test_rescore:no_such_rule", "'tests.test_rescore' has no 'no_such_rule'"),
-    ("tests.test_rescore:WRONG", "'WRONG' is not callable"),
-    ("tests.test_rescore:two_args", "it takes (record, other), so it cannot be called as "
+    ("tests.e2e.test_rescore:no_such_rule", "'tests.e2e.test_rescore' has no 'no_such_rule'"),
+    ("tests.e2e.test_rescore:WRONG", "'WRONG' is not callable"),
+    ("tests.e2e.test_rescore:two_args", "it takes (record, other), so it cannot be called as "
                                     "fn(record: dict) -> str"),
 ])
 def test_a_bad_rule_is_one_clear_error(spec, message, capsys, tmp_path):
@@ -182,10 +181,13 @@ def test_best_reproduces_the_runs_own_samples_exactly(run):
     assert [{k: r[k] for k in keys} for r in result.rescored] == \
         [{k: r[k] for k in keys} for r in rows]
     # another rule does change answers on the same run
-    other = rescore.rescore_task("svamp", rows, trace, rescore.RULES["vote_coherence_weighted"])
-    assert other.texts_changed > 0
+    vote = rescore.RULES["vote_coherence_weighted"]
+    other = rescore.rescore_task("svamp", rows, trace, vote)
+    changed = sum(vote(r) != r["candidates"][r["chosen"]]["text"] for r in trace.values())
+    assert other.texts_changed == changed > 0
 
 
+@pytest.mark.slow
 def test_a_run_with_a_weighted_vote_is_reproduced_by_the_same_rule(tiny_model_dir, run,
                                                                     tmp_path):
     """The live model_arg ``select`` and rescore share their rules, and ``select`` does not
@@ -197,9 +199,10 @@ def test_a_run_with_a_weighted_vote_is_reproduced_by_the_same_rule(tiny_model_di
     assert texts == {sha: [c["text"] for c in r["candidates"]] for sha, r in run["trace"].items()}
     same = rescore.rescore_task("svamp", rows, trace, rescore.RULES["vote_coherence_weighted"])
     assert (same.questions, same.kept, same.texts_changed) == (len(SVAMP_ROWS), 0, 0)
-    from_best = rescore.rescore_task("svamp", run["rows"], run["trace"],
-                                     rescore.RULES["vote_coherence_weighted"])
-    assert from_best.texts_changed > 0
+    vote = rescore.RULES["vote_coherence_weighted"]
+    from_best = rescore.rescore_task("svamp", run["rows"], run["trace"], vote)
+    changed = sum(vote(r) != r["candidates"][r["chosen"]]["text"] for r in run["trace"].values())
+    assert from_best.texts_changed == changed > 0
     keys = ("doc_id", "filter", "resps", "filtered_resps", "exact_match")
     assert [{k: r[k] for k in keys} for r in rows] == \
         [{k: r[k] for k in keys} for r in from_best.rescored]

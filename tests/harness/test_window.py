@@ -15,9 +15,8 @@ from lm_eval.api.model import CachingLM
 from lm_eval_softreason.errors import ConfigError
 from lm_eval_softreason.harness.hf_model import SoftReasonLM
 from lm_eval_softreason.trace import read_trace
-from tests.helpers import request
+from tests.helpers import ROOT, request
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [f"Q: Tom has {a} apples and buys {b} more. How many apples now?\nA:"
            for a, b in [(3, 4), (12, 5), (7, 7), (20, 1), (9, 30), (2, 2), (41, 8)]]
 SVAMP_ROWS = [

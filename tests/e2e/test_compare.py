@@ -21,8 +21,9 @@ from lm_eval_softreason.analysis import folders
 from lm_eval_softreason.settings import CELL_SCHEMA
 from lm_eval_softreason.cli import main as cli_main
 from lm_eval_softreason.trace import read_trace
+from tests.helpers import ROOT
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+RESULTS = ROOT / "docs" / "results"
 
 
 SVAMP_ITEMS = [
@@ -65,15 +66,23 @@ def test_end_to_end_resume_and_report(tiny_model_dir, svamp_dir, tmp_path, capsy
 
     greedy, sr, sc = (json.loads((cells / f"svamp__{s}.json").read_text())
                       for s in ("greedy", "softreason", "sc"))
-    for cell in (greedy, sr, sc):
+    for strategy, cell in (("greedy", greedy), ("softreason", sr), ("sc", sc)):
         assert cell["n"] == 1 and cell["questions"] == 1
-        assert 0.0 <= cell["accuracy_strict"] <= 1.0 and 0.0 <= cell["accuracy_flexible"] <= 1.0
-        assert cell["tokens_prefilled_per_q"] > 0 and cell["wall_time_per_q_s"] > 0
+        # one question: the cell's numbers are its sample's scores and its trace record's counts
+        scores = {r["filter"]: r["exact_match"] for r in map(json.loads, (
+            cells / f"svamp__{strategy}.samples.jsonl").read_text().splitlines())}
+        assert (cell["accuracy_strict"], cell["accuracy_flexible"]) == (
+            scores["strict-match"], scores["flexible-extract"])
+        (record,) = read_trace(cells / f"svamp__{strategy}.trace.jsonl")
+        assert (cell["tokens_generated_per_q"], cell["verifier_tokens_per_q"],
+                cell["tokens_prefilled_per_q"]) == (
+            record["tokens_generated"], record["verifier_tokens"], record["tokens_prefilled"])
+        assert cell["wall_time_per_q_s"] == cell["stats"]["wall_time_s"] > 0
         assert cell["lm_eval_version"] and cell["timestamp"]
         assert "/" not in cell["model_args"]["pretrained"]  # no machine paths in results
     assert greedy["tokens_generated_per_q"] <= 8
     # softreason's count includes its verifier's tokens
-    assert sr["verifier_tokens_per_q"] > 0
+    assert sr["verifier_tokens_per_q"] > 0 and greedy["verifier_tokens_per_q"] == 0
     assert sr["tokens_generated_per_q"] >= sr["verifier_tokens_per_q"]
 
     # Budget matching: N = round(softreason tokens/q / greedy tokens/q), at least 1.
@@ -594,8 +603,7 @@ def test_git_keeps_what_holds_the_documents_out_of_committed_folders():
     """tuning.sh and report.sh write into docs/results/, committed with `git add`: samples,
     traces, caches and progress files (prompts, so documents) are ignored; cells, digests and
     tables are not."""
-    root = Path(__file__).resolve().parent.parent
-    if shutil.which("git") is None or not (root / ".git").exists():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     cells = "docs/results/report/svamp/cells/svamp__sc"
     names = {f"{cells}{suffix}": ignored for suffix, ignored in (
@@ -603,6 +611,6 @@ def test_git_keeps_what_holds_the_documents_out_of_committed_folders():
         (".cache_rank0.db-journal", True), (".progress.json", True), (".json", False),
         (".digest.jsonl", False))}
     names["docs/results/report/svamp/table.md"] = False
-    done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=root,
+    done = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT,
                           input="\n".join(names), capture_output=True, text=True)
     assert set(done.stdout.split()) == {name for name, ignored in names.items() if ignored}

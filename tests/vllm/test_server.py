@@ -26,9 +26,9 @@ from lm_eval_softreason.harness.hf_model import SoftReasonLM  # noqa: E402
 from lm_eval_softreason.harness.server_model import SoftReasonServer  # noqa: E402
 from lm_eval_softreason.harness.vllm_model import SoftReasonVLLM  # noqa: E402
 from lm_eval_softreason.scoring.verifiers import MODEL_VERIFIERS  # noqa: E402
-from tests.helpers import FAST, request  # noqa: E402
+from tests.helpers import FAST, ROOT, request  # noqa: E402
 from lm_eval_softreason.harness.serve import LocalServer, free_port  # noqa: E402
-from tests.test_engine_vllm import BLOCK, PROMPTS, build_vllm_tiny_model  # noqa: E402
+from tests.vllm.test_engine_vllm import BLOCK, PROMPTS, build_vllm_tiny_model  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 CONTEXT = ["--dtype", "float32", "--max-model-len", "512", "--seed", "0", "--enforce-eager"]
@@ -180,6 +180,11 @@ def test_loglikelihood_requests_get_a_clear_error(slm):
 
 # -- bad input: one clear error each ------------------------------------------------------------
 
+@pytest.mark.fault(
+    'softreason-server: a malformed base_url (no scheme, ftp, a path other '
+    'than /v1, no host, a bad port)',
+    'ConfigError naming the value and the accepted forms, before any '
+    'connection')
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:1/v1",
                                  "http://127.0.0.1:8000/v2", "http://:8000", "http://h:x/v1"])
 def test_a_malformed_base_url_is_named(url):
@@ -192,6 +197,10 @@ def test_the_endpoint_forms_lm_eval_users_write_are_accepted():
         ["http://127.0.0.1:8000/v1", "http://h:1/v1"]
 
 
+@pytest.mark.fault(
+    'softreason-server: nothing listens at base_url',
+    'ConfigError naming the URL and the command that starts a server, '
+    'before the config, tokenizer or embedding table is read')
 def test_a_server_that_is_down_is_named_before_any_model_work(model_dir, monkeypatch):
     import lm_eval_softreason.engines.server.engine as engine
 
@@ -204,11 +213,19 @@ def test_a_server_that_is_down_is_named_before_any_model_work(model_dir, monkeyp
         server_lm(model_dir, url)
 
 
+@pytest.mark.fault(
+    'softreason-server: the server was started without --enable-prompt-'
+    'embeds',
+    "ConfigError with the server's message and the flag to add, at start")
 def test_a_server_without_prompt_embeds_names_the_flag(model_dir, servers):
     with pytest.raises(ConfigError, match="started with --enable-prompt-embeds"):
         server_lm(model_dir, servers["plain"].url)
 
 
+@pytest.mark.fault(
+    "softreason-server: mode=sample or fire against a server with vLLM's "
+    'default --max-logprobs',
+    'ConfigError naming --max-logprobs -1, at start and on configure()')
 def test_a_mode_that_reads_every_first_token_log_prob_names_max_logprobs(model_dir, servers):
     lm = server_lm(model_dir, servers["c"].url, mode="greedy")  # 2 log-probs: fine
     try:
@@ -220,6 +237,10 @@ def test_a_mode_that_reads_every_first_token_log_prob_names_max_logprobs(model_d
         server_lm(model_dir, servers["c"].url, mode="fire")
 
 
+@pytest.mark.fault(
+    'softreason-server: the server answers HTTP 4xx (a prompt longer than '
+    'its context)',
+    "the server's message in the error, no retry")
 def test_a_refused_request_shows_the_servers_message_without_retrying(slm):
     client = slm.engine.client
     retries = client.stats["retries"]
@@ -232,6 +253,9 @@ def test_a_refused_request_shows_the_servers_message_without_retrying(slm):
 
 # -- replicas killed mid-run (last: they use up servers b and c) ------------------------------
 
+@pytest.mark.fault(
+    'softreason-server: one of two replicas is killed (SIGKILL) mid-run',
+    'its questions move to the other replica; the same answers, no fallback')
 def test_a_killed_replica_hands_its_questions_to_the_other(model_dir, servers, slm, tmp_path):
     reference = traced(slm, tmp_path / "ref.jsonl", mode="greedy")
     lm = server_lm(model_dir, servers["a"].url, servers["b"].url, num_concurrent=2,
@@ -252,6 +276,10 @@ def test_a_killed_replica_hands_its_questions_to_the_other(model_dir, servers, s
         lm.engine.close()
 
 
+@pytest.mark.fault(
+    'softreason-server: the only replica is killed (SIGKILL) mid-run',
+    'EngineUnavailable (one line) naming the endpoints; finished questions '
+    'are in --use_cache, and a rerun decodes only the rest')
 def test_no_replica_left_stops_the_run_and_a_rerun_resumes(model_dir, servers, slm, tmp_path):
     slm.configure(mode="greedy", **FAST)
     reference = slm.generate_until(reqs())
@@ -281,8 +309,7 @@ def test_no_replica_left_stops_the_run_and_a_rerun_resumes(model_dir, servers, s
 
 # -- the literal command: the stock CLI, a real model, one server and two ---------------------
 
-SHARED_GET_MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "assets",
-                                "get-model")
+SHARED_GET_MODEL = os.path.join(ROOT, "..", "shared", "assets", "get-model")
 
 
 @pytest.mark.slow

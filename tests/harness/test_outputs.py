@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_softreason.harness.outputs import OutputPathError, check_output_path, not_saved_message
-from tests.test_plugin import BIN, ROOT, data_dir, run  # noqa: F401  (data_dir: a fixture)
+from tests.e2e.test_plugin import BIN, ROOT, data_dir, run  # noqa: F401  (data_dir: a fixture)
 
 MISSING_MODEL = "/nonexistent/model-never-loaded"
 

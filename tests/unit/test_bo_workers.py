@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lm_eval_softreason.strategies.softreason.bayesopt import GPFitError, Proposal, ProposalRequest, Proposer
@@ -20,6 +21,7 @@ def _requests() -> list[ProposalRequest]:
     return reqs
 
 
+@pytest.mark.slow
 def test_pool_matches_in_process_and_keeps_order_and_errors():
     reqs = _requests()
     serial = Proposer(workers=0).map(reqs)

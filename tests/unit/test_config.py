@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
-
+import math
 import pytest
 
 from lm_eval_softreason.errors import ConfigError
-from lm_eval_softreason.strategies.config import SoftReasonConfig
+from lm_eval_softreason.strategies.config import (
+    AFFECTS,
+    RUN_ONLY_ARGS,
+    SoftReasonConfig,
+    settings_affecting,
+)
 from lm_eval_softreason.scoring.coherence import resolve_coherence
 from lm_eval_softreason.scoring.verification import resolve_verifier_spec
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(**kwargs):
@@ -97,13 +102,40 @@ def test_a_preset_seeds_the_search_by_its_values_not_its_name():
 
 
 def test_fingerprint_is_stable():
-    """Question keys, seeds and trace records hash it: a change here changes every answer."""
+    """Question keys, seeds and trace records hash it: a change here changes every answer.
+    The values are those of the code before the settings' metadata was declared on the
+    fields (issue #29): traces, caches and golden outputs depend on them."""
     default, _ = parse()
     assert default.fingerprint() == "9a21803d61784a86"
+    assert default.search_fingerprint() == "9a21803d61784a86"
+    other, _ = parse(preset="tuned", sigma=0.5, select="vote", verifier="multi_judge",
+                     coherence="math:fsum", max_rounds=2, temperature=0.9, trace_path="/x",
+                     max_active=3)
+    assert other.fingerprint() == "00e92e74d6790351"
+    assert other.search_fingerprint() == "70116c8ef9ce2c9b"
+    plugin, _ = parse(coherence=math.fsum, bo_workers=2)  # a callable is named by import path
+    assert plugin.fingerprint() == "0772786e9463f436"
+    assert plugin.search_fingerprint() == "9a21803d61784a86"
     run_only, _ = parse(trace_path="/x", num_threads=2, bo_workers=3, max_active=2,
                         max_fallback_rate=0.5)
     assert run_only.public_dict() == default.public_dict()
     assert "sigma" in default.public_dict() and "trace_path" not in default.public_dict()
+
+
+def test_every_setting_declares_what_it_changes():
+    """Each field says whether it changes the search draw, only the scoring, or neither; the
+    fingerprints, the cache guard, gate and compare read that one declaration."""
+    fields = dataclasses.fields(SoftReasonConfig)
+    assert [f.name for f in fields if f.metadata.get("affects") not in AFFECTS] == []
+    assert settings_affecting("scoring") == (
+        "preset", "verifier", "coherence", "w_verifier", "w_coherence", "select")
+    assert settings_affecting("none") == (
+        "trace_path", "num_threads", "bo_workers", "max_active", "max_fallback_rate")
+    assert settings_affecting(*AFFECTS) == tuple(f.name for f in fields)
+    assert set(settings_affecting("none")) < RUN_ONLY_ARGS
+    assert tuple(parse()[0].public_dict()) == settings_affecting("search", "scoring")
+    with pytest.raises(ValueError, match=r"unknown kinds \['scored'\]"):
+        settings_affecting("scored")
 
 
 def test_coherence_and_verifier_resolution():

@@ -1,7 +1,7 @@
 """Fault injection: each fault a user or the environment can cause, and what it must do.
 
 Every case carries ``@pytest.mark.fault(fault, outcome)``; ``python -m tests.fault_table``
-lists the cases of all tests/*.py in docs/faults.md, and the last test here fails when that
+lists the cases of every test file under tests/ in docs/faults.md, and the last test here fails when that
 page is out of date. Faults a model meets are injected at model construction (they must be
 refused before any weights load); faults of the command line go through ``cli.main``
 in-process where they are refused before lm-eval starts, and through the real console script
@@ -37,9 +37,9 @@ from lm_eval_softreason.trace import TraceError, TraceWriter, read_trace
 from lm_eval_softreason.writer_lock import LockedError
 from tests import fault_table
 from tests.fault_hooks import HOLD_ENV
-from tests.test_data import write_data_dir
+from tests.helpers import ROOT
+from tests.unit.test_data import write_data_dir
 
-ROOT = Path(__file__).resolve().parent.parent
 ERROR = "lm-eval-softreason: error: "
 LOCKED = "is being written by another process (pid {pid}); wait for it to finish or choose " \
          "another path"
@@ -489,29 +489,29 @@ def test_the_console_script_prints_one_line(svamp_dir, tmp_path):
 
 
 def test_docs_faults_md_is_up_to_date():
-    """docs/faults.md lists every fault marker of tests/*.py; regenerate it with
+    """docs/faults.md lists every fault marker under tests/; regenerate it with
     ``python -m tests.fault_table``."""
     cases = fault_table.fault_cases()
-    assert "tests/test_faults.py::test_an_empty_trace_path_is_refused" in \
+    assert "tests/harness/test_faults.py::test_an_empty_trace_path_is_refused" in \
         [c.test_id for c in cases]
     assert fault_table.TABLE.read_text(encoding="utf-8") == fault_table.render(cases), \
         "docs/faults.md is out of date: run python -m tests.fault_table"
 
 
 def test_the_fault_table_reads_markers_of_any_test_file(tmp_path):
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_other.py").write_text(
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "test_other.py").write_text(
         "import pytest\nfrom pytest import mark\n\n\n"
         "@pytest.mark.slow\n@pytest.mark.fault('disk full', 'one line | exit 2')\n"
         "def test_a():\n    pass\n\n\nclass TestB:\n"
         "    @mark.fault(fault='a\\n  b', outcome='c')\n    def test_c(self):\n        pass\n\n\n"
         "def test_unmarked():\n    pass\n")
     cases = fault_table.fault_cases(tmp_path / "tests")
-    assert cases == [("disk full", "one line | exit 2", "tests/test_other.py::test_a"),
-                     ("a\n  b", "c", "tests/test_other.py::TestB::test_c")]
+    assert cases == [("disk full", "one line | exit 2", "tests/unit/test_other.py::test_a"),
+                     ("a\n  b", "c", "tests/unit/test_other.py::TestB::test_c")]
     assert fault_table.render(cases).endswith(
-        "| disk full | one line \\| exit 2 | `tests/test_other.py::test_a` |\n"
-        "| a b | c | `tests/test_other.py::TestB::test_c` |\n")
+        "| disk full | one line \\| exit 2 | `tests/unit/test_other.py::test_a` |\n"
+        "| a b | c | `tests/unit/test_other.py::TestB::test_c` |\n")
 
 
 def test_sqlite_dict_uses_the_table_the_cli_reads(tmp_path):

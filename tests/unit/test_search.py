@@ -50,6 +50,7 @@ def _run(objective, d, seed, use_bo):
     return y.max().item()
 
 
+@pytest.mark.slow
 def test_bo_beats_random_search_at_equal_budget_over_seeds():
     d = 4
     target = torch.linspace(-1.5, 1.5, d)

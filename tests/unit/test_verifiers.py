@@ -89,6 +89,24 @@ def test_every_built_in_name_but_none_is_a_model_verifier():
     assert MODEL_VERIFIERS["self"] is MultiGenerate
 
 
+def test_each_design_is_asked_in_the_words_its_seeds_and_golden_outputs_were_made_with():
+    """The instructions are every verifier prompt's prefix: a changed word changes results."""
+    start = "You are checking {} to a problem. Read the problem and the {}, reason step by step "
+    multi = start.format("candidate solutions", "candidate solutions")
+    single = start.format("a candidate solution", "candidate solution")
+    assert {name: v.instructions for name, v in MODEL_VERIFIERS.items()} == {
+        "self": MultiGenerate.instructions,
+        "multi_generate": multi + "about which answer is correct (the candidates may all be "
+        "wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n",
+        "single_generate": single + "about what the correct answer is (the candidate may be "
+        "wrong), then end with a final line of the form 'Answer: <final answer>'.\n\n",
+        "multi_judge": multi + "about each one, then end with one line per solution of the form "
+        "'Solution <number>: correct' or 'Solution <number>: incorrect'.\n\n",
+        "single_judge": single + "about whether its final answer is correct, then end with a "
+        "final line of the form 'Verdict: correct' or 'Verdict: incorrect'.\n\n",
+    }
+
+
 def test_multi_judge_reads_each_solutions_last_verdict(lm):
     judge = make(lm, "multi_judge")
     analysis = ("Solution 1 looks correct at first. Solution 3 is wrong.\n"
@@ -150,12 +168,15 @@ def test_each_design_runs_a_round_in_one_decode_call(configure, tmp_path, monkey
     holds the rewards, the verifier's answers and its tokens."""
     lm = configure(verifier=name, trace_path=str(tmp_path / f"{name}.jsonl"), n_init=3,
                    max_rounds=0)
-    calls = []
+    calls, verifier_generated = [], [0]
     decode = type(lm.engine).decode
 
     def counted(engine, rows, until, max_new_tokens):
         calls.append((len(rows), max_new_tokens))
-        return decode(engine, rows, until, max_new_tokens)
+        results = decode(engine, rows, until, max_new_tokens)
+        if max_new_tokens == 8:  # FAST's verifier_max_tokens
+            verifier_generated[0] += sum(len(r.tokens) for r in results)
+        return results
 
     monkeypatch.setattr(type(lm.engine), "decode", counted)
     lm.generate_until([request(q) for q in QUESTIONS])
@@ -163,6 +184,8 @@ def test_each_design_runs_a_round_in_one_decode_call(configure, tmp_path, monkey
     per_question = 3 if name.startswith("single") else 1
     verifier_calls = [c for c in calls if c[1] == 8]  # FAST's verifier_max_tokens
     assert verifier_calls == [(3 * per_question, 8)]
+    # each question counts its own verifier rows' tokens: together, all the verifier decoded
+    assert sum(r["verifier_tokens"] for r in records) == verifier_generated[0]
     for r in records:
         assert 0 < r["verifier_tokens"] <= 8 * per_question
         assert all(c["r_verifier"] in (0.0, 0.5, 1.0) for c in r["candidates"])

@@ -14,8 +14,8 @@ pytest.importorskip("vllm")
 
 from lm_eval_softreason.harness.hf_model import SoftReasonLM  # noqa: E402
 from lm_eval_softreason.harness.vllm_model import SoftReasonVLLM  # noqa: E402
-from tests.helpers import FAST, QUESTIONS, request  # noqa: E402
-from tests.test_engine_vllm import BLOCK, PROMPTS, build_vllm_tiny_model  # noqa: E402
+from tests.helpers import FAST, QUESTIONS, ROOT, request  # noqa: E402
+from tests.vllm.test_engine_vllm import BLOCK, PROMPTS, build_vllm_tiny_model  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -109,8 +109,7 @@ def test_loglikelihood_requests_get_a_clear_error(vlm):
         vlm.loglikelihood([ll])
 
 
-SHARED_GET_MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "assets",
-                                "get-model")
+SHARED_GET_MODEL = os.path.join(ROOT, "..", "shared", "assets", "get-model")
 
 
 @pytest.mark.slow
@@ -144,7 +143,7 @@ def test_compare_runs_its_cells_on_the_vllm_engine(model_dir, hlm, tmp_path, mon
     import json
 
     from lm_eval_softreason.analysis.compare import cli as compare_cli
-    from tests.test_compare import SVAMP_ITEMS
+    from tests.e2e.test_compare import SVAMP_ITEMS
 
     (tmp_path / "data" / "svamp").mkdir(parents=True)
     (tmp_path / "data" / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP_ITEMS))

@@ -78,24 +78,46 @@ def test_expected_improvement_stop_counts_the_rounds_that_ran(configure, tmp_pat
     assert lm.get_model_info()["softreason_stats"]["rounds"] == 3
 
 
-def test_trace_and_model_info_record_the_search(configure, tmp_path):
+def test_trace_and_model_info_record_the_search(configure, tmp_path, monkeypatch):
+    """A fake clock that moves only in decode calls (1 s per candidate call, 1000 s per
+    verifier call: one of each per round) makes every recorded time exact."""
+    import time as time_module
+
     lm = configure(trace_path=str(tmp_path / "t.jsonl"))
-    lm.generate_until([request(q) for q in QUESTIONS[:2]])
+    clock = [0.0]
+    decode = lm.engine.decode
+
+    def ticking(rows, until, max_new):
+        clock[0] += {12: 1.0, 8: 1000.0}[max_new]
+        return decode(rows, until, max_new)
+
+    monkeypatch.setattr(time_module, "perf_counter", lambda: clock[0])
+    lm.engine.decode = ticking
+    try:
+        lm.generate_until([request(q) for q in QUESTIONS[:2]])
+    finally:
+        del lm.engine.decode
     records = read_trace(tmp_path / "t.jsonl")
     assert len(records) == 2
     for rec in records:
-        assert rec["strategy"] == "softreason" and rec["rounds"] >= 1
-        assert len(rec["candidates"]) >= 3 and len(rec["verifier_answers"]) >= 1
+        rounds = rec["rounds"]
+        assert rec["strategy"] == "softreason" and rounds in (1, 2)  # max_rounds=1
+        # n_init=3 candidates in round 0, batch=2 in the BO round; one verifier answer a round
+        assert [c["round"] for c in rec["candidates"]] == [0] * 3 + [1] * 2 * (rounds - 1)
+        assert len(rec["verifier_answers"]) == rounds
         assert {"text", "answer", "r_verifier", "r_coherence", "reward", "round", "tokens"} \
             <= set(rec["candidates"][0])
-        assert rec["tokens_generated"] > 0 and rec["tokens_prefilled"] > 0
-        assert rec["wall_time_s"] >= 0
+        assert rec["tokens_generated"] == (sum(c["tokens"] for c in rec["candidates"])
+                                           + rec["verifier_tokens"])
+        assert rec["wall_time_s"] == 1001.0 * rounds
     info = lm.get_model_info()
     assert info["softreason"]["mode"] == "softreason" and info["softreason"]["proj_dim"] == 8
     assert info["softreason_device"] == "cpu"  # where it ran, not lm-eval's --device echo
     stats = info["softreason_stats"]
     assert stats["questions"] == 2
-    assert stats["tokens_generated"] == sum(r["tokens_generated"] for r in records)
+    assert stats["wall_time_s"] == clock[0] == 1001.0 * max(r["rounds"] for r in records)
+    for key in ("tokens_generated", "tokens_prefilled", "verifier_tokens"):
+        assert stats[key] == sum(r[key] for r in records)
 
 
 def test_pluggable_verifier_by_import_path_never_sees_gold(configure):
@@ -127,19 +149,35 @@ def test_pluggable_callables_from_python(tiny_model_dir):
 
 
 @pytest.mark.parametrize("mode", ["sample", "fire", "cot_decoding"])
-def test_baseline_modes_run_and_count_tokens(configure, mode):
-    lm = configure(mode=mode, n_samples=3, top_k=3)
+def test_baseline_modes_run_and_count_tokens(configure, mode, tmp_path):
+    lm = configure(mode=mode, n_samples=3, top_k=3, trace_path=str(tmp_path / "t.jsonl"))
     out = lm.generate_until([request(q) for q in QUESTIONS[:2]])
+    records = read_trace(tmp_path / "t.jsonl")
     stats = lm.get_model_info()["softreason_stats"]
     assert len(out) == 2 and stats["questions"] == 2
-    assert stats["candidates"] == 6 and stats["tokens_generated"] > 12
-    assert stats["tokens_prefilled"] > 0
+    assert [len(r["candidates"]) for r in records] == [3, 3] and stats["candidates"] == 6
+    # no verifier: generated = the candidates' tokens, prefilled = each prompt once
+    assert stats["tokens_generated"] == sum(c["tokens"] for r in records
+                                            for c in r["candidates"])
+    assert stats["tokens_prefilled"] == sum(len(lm.tok_encode(q)) for q in QUESTIONS[:2])
 
 
-def test_sample_mode_is_seeded(configure):
+def test_sample_mode_is_seeded(configure, tmp_path):
+    """The same seed draws the same samples; the samples really are sampled (they differ
+    from each other and from the greedy answer), and another seed draws others."""
     reqs = [request(QUESTIONS[0])]
-    assert configure(mode="sample", n_samples=3).generate_until(reqs) == \
-        configure(mode="sample", n_samples=3).generate_until(reqs)
+
+    def samples(name: str, **kwargs: object) -> tuple[list[str], list[str]]:
+        lm = configure(trace_path=str(tmp_path / name), **kwargs)
+        out = lm.generate_until(reqs)
+        (record,) = read_trace(tmp_path / name)
+        return out, [c["text"] for c in record["candidates"]]
+
+    out, texts = samples("a.jsonl", mode="sample", n_samples=3)
+    assert samples("b.jsonl", mode="sample", n_samples=3) == (out, texts)
+    (greedy,) = configure(mode="greedy").generate_until(reqs)
+    assert len(set(texts)) == 3 and greedy not in texts
+    assert samples("c.jsonl", mode="sample", n_samples=3, seed=7)[1] != texts
 
 
 def test_one_questions_rows_share_a_batch_whatever_batch_size_says(tiny_model_dir):

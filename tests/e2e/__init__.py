@@ -1,0 +1,1 @@
+"""Whole runs: the lm-eval and lm-eval-softreason command lines, compare, rescore, view."""

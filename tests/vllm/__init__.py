@@ -1,0 +1,1 @@
+"""Tests that need vLLM: run them in the vLLM virtualenv (.ci/run)."""
