@@ -30,15 +30,9 @@ class FreeRunner(WindowedRunner[Q]):
     exceed the wall time). An error that ends the run (e.g. every server gone) stops the other
     questions at their next round; those that finish first are still handed to ``finish``."""
 
-    def run(
-        self,
-        questions: Sequence[Q],
-        start: Callable[[list[Q]], list[Strategy | None]],
-        finish: Callable[[Q, Strategy | None], None],
-        desc: str = "softreason",
-    ) -> None:
+    def _drive(self, questions: Sequence[Q], start: Callable[[list[Q]], list[Strategy | None]],
+               finish: Callable[[Q, Strategy | None], None], bar: tqdm) -> None:
         stop = threading.Event()
-        bar = tqdm(total=len(questions), desc=desc, unit="q", disable=self.disable_tqdm)
         error: BaseException | None = None
         with ThreadPoolExecutor(self.max_active, thread_name_prefix="softreason-q") as pool:
             pending: dict[Future, Q] = {
@@ -64,8 +58,6 @@ class FreeRunner(WindowedRunner[Q]):
                 for f in pending:
                     f.cancel()
                 raise
-            finally:
-                bar.close()
         if error is not None:
             raise error
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 TextFn = Callable[[list[int], Sequence[str]], str]
 Q = TypeVar("Q")
+T = TypeVar("T")
+R = TypeVar("R")
 PHASES = ("prefill", "decode", "verify", "propose")
 
 
@@ -71,47 +73,53 @@ class WindowedRunner(Generic[Q]):
         finish: Callable[[Q, Strategy | None], None],
         desc: str = "softreason",
     ) -> None:
-        """Start the questions that fit the free slots with one ``start`` call (None for a
-        question that cannot run), and hand each to ``finish`` the round it is done,
-        fallbacks already settled."""
-        queue = deque(questions)
-        window: list[tuple[Q, Strategy]] = []
+        """Start questions with ``start`` (None for a question that cannot run) and hand
+        each to ``finish`` once it is done, fallbacks already settled."""
         bar = tqdm(total=len(questions), desc=desc, unit="q", disable=self.disable_tqdm)
-        began, finished_tokens, round_no = time.perf_counter(), 0, 0
         try:
-            while queue or window:
-                while queue and len(window) < self.max_active:
-                    joining = [queue.popleft()
-                               for _ in range(min(len(queue), self.max_active - len(window)))]
-                    with self._timed("prefill"):
-                        started = start(joining)
-                    for q, s in zip(joining, started):
-                        if s is None:
-                            finish(q, None)
-                            bar.update(1)
-                        else:
-                            window.append((q, s))
-                if not window:
-                    continue
-                self.round([s for _, s in window if not s.done])
-                round_no += 1
-                still = []
-                for q, s in window:
-                    if s.done:
-                        s = settle(s)
-                    if s.done:
-                        finished_tokens += s.counters.tokens_generated
-                        self.engine.release(s.ctx.state)
-                        finish(q, s)
-                        bar.update(1)
-                    else:
-                        still.append((q, s))
-                window = still
-                tokens = finished_tokens + sum(s.counters.tokens_generated for _, s in window)
-                bar.set_postfix(active=len(window), round=round_no,
-                                tok_s=f"{tokens / (time.perf_counter() - began):.1f}")
+            self._drive(questions, start, finish, bar)
         finally:
             bar.close()
+
+    def _drive(self, questions: Sequence[Q], start: Callable[[list[Q]], list[Strategy | None]],
+               finish: Callable[[Q, Strategy | None], None], bar: tqdm) -> None:
+        """Lock-step rounds: the questions that fit the free slots start with one ``start``
+        call, every round covers every active question, and a question is finished the
+        round it is done."""
+        queue = deque(questions)
+        window: list[tuple[Q, Strategy]] = []
+        began, finished_tokens, round_no = time.perf_counter(), 0, 0
+        while queue or window:
+            while queue and len(window) < self.max_active:
+                joining = [queue.popleft()
+                           for _ in range(min(len(queue), self.max_active - len(window)))]
+                with self._timed("prefill"):
+                    started = start(joining)
+                for q, s in zip(joining, started):
+                    if s is None:
+                        finish(q, None)
+                        bar.update(1)
+                    else:
+                        window.append((q, s))
+            if not window:
+                continue
+            self.round([s for _, s in window if not s.done])
+            round_no += 1
+            still = []
+            for q, s in window:
+                if s.done:
+                    s = settle(s)
+                if s.done:
+                    finished_tokens += s.counters.tokens_generated
+                    self.engine.release(s.ctx.state)
+                    finish(q, s)
+                    bar.update(1)
+                else:
+                    still.append((q, s))
+            window = still
+            tokens = finished_tokens + sum(s.counters.tokens_generated for _, s in window)
+            bar.set_postfix(active=len(window), round=round_no,
+                            tok_s=f"{tokens / (time.perf_counter() - began):.1f}")
 
     def round(self, active: Sequence[Strategy]) -> None:
         """One round of every active question: decode, verify, propose."""
@@ -124,40 +132,24 @@ class WindowedRunner(Generic[Q]):
 
     def _decode_round(self, active: Sequence[Strategy]) -> None:
         groups: dict[tuple, list[tuple[Strategy, list[DecodeRow]]]] = defaultdict(list)
-        for s in active:
-            try:
-                rows = s.rows()
-            except Exception as exc:
-                _fail(s, "proposing candidates", exc)
-                continue
+        for s, rows in _ask(active, lambda s: s.rows(), "proposing candidates"):
             groups[(s.ctx.until, s.ctx.max_new_tokens)].append((s, rows))
         for (until, max_new), members in groups.items():
-            outputs = self._decode_isolated(members, until, max_new)
-            for s, results in outputs:
-                try:
-                    s.observe([self._generation(s, r) for r in results])
-                except Exception as exc:
-                    _fail(s, "scoring candidates", exc)
+            decoded = _isolated(members, self._decode_split(until, max_new), "decoding")
+            _apply(decoded, lambda s, results: s.observe(
+                [self._generation(s, r) for r in results]), "scoring candidates")
 
-    def _decode_isolated(self, members, until, max_new):  # type: ignore[no-untyped-def]
-        """Decode all members' rows together; if that fails, retry question by question."""
-        rows = [r for _, rs in members for r in rs]
-        try:
-            flat = self.engine.decode(rows, until, max_new)
-        except Exception as exc:
-            if len(members) == 1:
-                _fail(members[0][0], "decoding", exc)
-                return []
-            log.warning("batched decoding failed (%r); retrying question by question", exc)
-            out = []
-            for member in members:
-                out.extend(self._decode_isolated([member], until, max_new))
+    def _decode_split(self, until: tuple[str, ...], max_new: int
+                      ) -> Callable[[list[list[DecodeRow]]], list[list[DecodeResult]]]:
+        """One engine call for several questions' rows; each gets its own results back."""
+        def call(row_lists: list[list[DecodeRow]]) -> list[list[DecodeResult]]:
+            flat = self.engine.decode([r for rows in row_lists for r in rows], until, max_new)
+            out, i = [], 0
+            for rows in row_lists:
+                out.append(flat[i:i + len(rows)])
+                i += len(rows)
             return out
-        out, i = [], 0
-        for s, rs in members:
-            out.append((s, flat[i:i + len(rs)]))
-            i += len(rs)
-        return out
+        return call
 
     def _generation(self, s: Strategy, res: DecodeResult) -> Generation:
         text = self.to_text(res.tokens, s.ctx.until)
@@ -168,48 +160,16 @@ class WindowedRunner(Generic[Q]):
         )
 
     def _verify_round(self, active: Sequence[Strategy]) -> None:
-        asking: list[tuple[Strategy, VerifyRequest]] = []
-        for s in active:
-            try:
-                req = s.verify_request()
-            except Exception as exc:
-                _fail(s, "building the verifier request", exc)
-                continue
-            if req is not None:
-                asking.append((s, req))
+        asking = _ask(active, lambda s: s.verify_request(), "building the verifier request")
         if not asking:
             return
         if self.verifier is None:
             raise RuntimeError("a strategy asked for a verifier but none is configured")
-        for s, result in self._verify_isolated(asking):
-            try:
-                s.observe_verification(result)
-            except Exception as exc:
-                _fail(s, "applying the verifier's rewards", exc)
-
-    def _verify_isolated(self, asking):  # type: ignore[no-untyped-def]
-        assert self.verifier is not None
-        try:
-            results = self.verifier.verify_many([req for _, req in asking])
-            if len(results) != len(asking):
-                raise ValueError(f"verifier returned {len(results)} results for "
-                                 f"{len(asking)} questions")
-            return list(zip([s for s, _ in asking], results))
-        except Exception as exc:
-            if len(asking) == 1:
-                _fail(asking[0][0], "verifying", exc)
-                return []
-            out = []
-            for item in asking:
-                out.extend(self._verify_isolated([item]))
-            return out
+        _apply(_isolated(asking, self.verifier.verify_many, "verifying"),
+               lambda s, r: s.observe_verification(r), "applying the verifier's rewards")
 
     def _propose_round(self, active: Sequence[Strategy]) -> None:
-        asking = []
-        for s in active:
-            req = s.proposal_request()
-            if req is not None:
-                asking.append((s, req))
+        asking = _ask(active, lambda s: s.proposal_request(), "building the BO step")
         if not asking:
             return
         try:
@@ -218,14 +178,57 @@ class WindowedRunner(Generic[Q]):
             for s, _ in asking:
                 _fail(s, "proposing the next points", exc)
             return
+        proposals = []
         for (s, _), result in zip(asking, results):
             if isinstance(result, Exception):  # e.g. GPFitError: this question falls back
                 _fail(s, "proposing the next points", result)
             else:
-                try:
-                    s.observe_proposal(result)
-                except Exception as exc:
-                    _fail(s, "applying the BO proposal", exc)
+                proposals.append((s, result))
+        _apply(proposals, lambda s, p: s.observe_proposal(p), "applying the BO proposal")
+
+
+def _ask(active: Sequence[Strategy], get: Callable[[Strategy], T | None],
+         stage: str) -> list[tuple[Strategy, T]]:
+    """Each strategy's ``get`` (None: it has nothing to ask); one that raises falls back."""
+    out = []
+    for s in active:
+        try:
+            item = get(s)
+        except Exception as exc:
+            _fail(s, stage, exc)
+            continue
+        if item is not None:
+            out.append((s, item))
+    return out
+
+
+def _apply(pairs: list[tuple[Strategy, R]], use: Callable[[Strategy, R], None],
+           stage: str) -> None:
+    """Hand each strategy its result; one whose handling raises falls back."""
+    for s, result in pairs:
+        try:
+            use(s, result)
+        except Exception as exc:
+            _fail(s, stage, exc)
+
+
+def _isolated(members: list[tuple[Strategy, T]], call: Callable[[list[T]], list[R]],
+              stage: str) -> list[tuple[Strategy, R]]:
+    """``call`` on every member's item at once; if that fails, member by member, so that only
+    a member that fails alone falls back (``stage`` names the step in its reason)."""
+    try:
+        results = call([item for _, item in members])
+        if len(results) != len(members):
+            raise ValueError(f"{stage}: {len(results)} results for {len(members)} questions")
+        return [(s, r) for (s, _), r in zip(members, results)]
+    except EngineUnavailable:
+        raise  # nothing can run any more: no retries
+    except Exception as exc:
+        if len(members) == 1:
+            _fail(members[0][0], stage, exc)
+            return []
+        log.warning("batched %s failed (%r); retrying question by question", stage, exc)
+        return [pair for member in members for pair in _isolated([member], call, stage)]
 
 
 def settle(s: Strategy) -> Strategy:
