@@ -188,7 +188,9 @@ def test_entry_points_match_upstream_plugin_discovery():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["entry-points"] == {"lm_eval.models": MODELS}
     assert MODELS == {"softreason": "lm_eval_softreason.harness.hf_model:SoftReasonLM",
-                      "softreason-vllm": "lm_eval_softreason.harness.vllm_model:SoftReasonVLLM"}
+                      "softreason-vllm": "lm_eval_softreason.harness.vllm_model:SoftReasonVLLM",
+                      "softreason-server":
+                          "lm_eval_softreason.harness.server_model:SoftReasonServer"}
     assert issubclass(SoftReasonLM, LM)
 
 
@@ -225,6 +227,7 @@ def test_console_script_help_lists_our_commands():
         "  compare   run strategies on the same tasks: resumable results folder, table, plot\n"
         "  diagnose  why a softreason cell of a compare folder won or lost\n"
         "  gate      compare lm-eval results with a baseline; exit 1 on a regression\n"
+        "  serve     start vLLM's OpenAI server with the flags --model softreason-server needs\n"
         "  rescore   re-select a finished run's answers under another rule and re-score them\n"
         "  view      one self-contained HTML page to read a run question by question\n\n"
     ) in help_header()
@@ -394,5 +397,7 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
     assert ("[lm_eval.models]\nsoftreason = lm_eval_softreason.harness.hf_model:SoftReasonLM\n"
-            "softreason-vllm = lm_eval_softreason.harness.vllm_model:SoftReasonVLLM\n") in text
+            "softreason-vllm = lm_eval_softreason.harness.vllm_model:SoftReasonVLLM\n"
+            "softreason-server = lm_eval_softreason.harness.server_model:SoftReasonServer\n"
+            ) in text
     assert "[lm_eval.tasks]" not in text
