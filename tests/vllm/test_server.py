@@ -24,11 +24,11 @@ from lm_eval_softreason.engines.server.engine import ServerRequestError  # noqa:
 from lm_eval_softreason.errors import ConfigError  # noqa: E402
 from lm_eval_softreason.harness.hf_model import SoftReasonLM  # noqa: E402
 from lm_eval_softreason.harness.server_model import SoftReasonServer  # noqa: E402
-from lm_eval_softreason.harness.vllm_model import SoftReasonVLLM  # noqa: E402
 from lm_eval_softreason.scoring.verifiers import MODEL_VERIFIERS  # noqa: E402
 from tests.helpers import FAST, ROOT, request  # noqa: E402
 from lm_eval_softreason.harness.serve import LocalServer, free_port  # noqa: E402
-from tests.vllm.test_engine_vllm import BLOCK, PROMPTS, build_vllm_tiny_model  # noqa: E402
+from tests.vllm.test_engine_vllm import PROMPTS, build_vllm_tiny_model  # noqa: E402
+from tests.vllm.test_model_vllm import vlm  # noqa: E402,F401  (the offline engine, a fixture)
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 CONTEXT = ["--dtype", "float32", "--max-model-len", "512", "--seed", "0", "--enforce-eager"]
@@ -69,16 +69,6 @@ def server_lm(model_dir, *urls, **kw):
 @pytest.fixture(scope="module")
 def slm(model_dir, servers):
     lm = server_lm(model_dir, servers["a"].url)
-    yield lm
-    lm.engine.close()
-
-
-@pytest.fixture(scope="module")
-def vlm(model_dir, servers):
-    args = {"pretrained": model_dir, "dtype": "float32", "enforce_eager": True,
-            "max_model_len": 512, "block_size": BLOCK, **FAST}
-    lm = SoftReasonVLLM.create_from_arg_obj(
-        args, {"batch_size": "auto", "max_batch_size": None, "device": "cuda"})
     yield lm
     lm.engine.close()
 
