@@ -168,6 +168,39 @@ def test_loglikelihood_requests_get_a_clear_error(slm):
         slm.loglikelihood([ll])
 
 
+def test_compare_runs_its_cells_on_the_server(model_dir, servers, slm, tmp_path, monkeypatch):
+    """``compare --engine server``: the cell records its engine (not the URL), and its greedy
+    text is what the server model writes for the same prompt."""
+    from lm_eval_softreason.analysis.compare import cli as compare_cli
+    from tests.e2e.test_compare import SVAMP_ITEMS
+
+    (tmp_path / "data" / "svamp").mkdir(parents=True)
+    (tmp_path / "data" / "svamp" / "SVAMP.json").write_text(json.dumps(SVAMP_ITEMS))
+    monkeypatch.setenv("SOFTREASON_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert compare_cli.main([
+        "--model", model_dir, "--engine", "server", "--base-url", servers["a"].url,
+        "--dtype", "float32", "--tasks", "svamp", "--strategies", "greedy",
+        "--limit", "svamp=1:2", "--gen-kwargs", "max_gen_toks=8", "--out", str(out)]) == 0
+    cell = json.loads((out / "cells" / "svamp__greedy.json").read_text())
+    assert cell["spec"]["engine"] == "server" and cell["n"] == 1
+    assert servers["a"].url not in json.dumps(cell)
+    (sample, *_) = [json.loads(line) for line in
+                    (out / "cells" / "svamp__greedy.samples.jsonl").read_text().splitlines()]
+    (context, gen_kwargs), = sample["arguments"]
+    slm.configure(mode="greedy", **FAST)
+    assert sample["resps"] == [[slm.generate_until(
+        [request(context, max_gen_toks=8, until=gen_kwargs["until"])])[0]]]
+
+
+def test_compare_refuses_an_engine_without_its_endpoint(model_dir, tmp_path):
+    from lm_eval_softreason.analysis.compare import cli as compare_cli
+
+    with pytest.raises(SystemExit, match="--engine server needs it"):
+        compare_cli.main(["--model", model_dir, "--engine", "server", "--tasks", "svamp",
+                          "--strategies", "greedy", "--out", str(tmp_path / "out")])
+
+
 # -- bad input: one clear error each ------------------------------------------------------------
 
 @pytest.mark.fault(

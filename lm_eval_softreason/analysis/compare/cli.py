@@ -42,10 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows decoded together (int or 'auto'); lm-eval's batch_size")
     p.add_argument("--dtype", default="auto", help="model dtype (auto, float32, bfloat16, ...)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--engine", choices=("hf", "vllm"), default="hf",
-                   help="what decodes the softreason-model cells: hf (--model softreason) or "
+    p.add_argument("--engine", choices=("hf", "vllm", "server"), default="hf",
+                   help="what decodes the softreason-model cells: hf (--model softreason), "
                         "vllm (--model softreason-vllm; engine args such as enforce_eager=True "
-                        "go in --extra-model-args); hf_sc always uses lm-eval's hf model")
+                        "go in --extra-model-args) or server (--model softreason-server against "
+                        "--base-url); hf_sc always uses lm-eval's hf model")
+    p.add_argument("--base-url", default=None,
+                   help="--engine server: the vllm serve endpoint(s), several separated by '|'")
     p.add_argument("--extra-model-args", default="",
                    help="key=value,... added to every cell's model_args (a strategy's own "
                         "keys win), e.g. max_rounds=2,sigma=0.5")
@@ -139,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.hf_sc_repeats is not None and args.hf_sc_repeats < 1:
         raise SystemExit("--hf-sc-repeats must be >= 1")
 
+    if (args.engine == "server") != (args.base_url is not None):
+        raise SystemExit("--base-url goes with --engine server, and --engine server needs it "
+                         f"(got --engine {args.engine}, --base-url {args.base_url})")
     import torch
 
     # No autoload.install(): cells get an LM object and a TaskManager that includes our tasks
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         extra_model_args=parse_kv(args.extra_model_args), gen_kwargs=parse_kv(args.gen_kwargs),
         sc_temperature=args.sc_temperature, sc_n=args.sc_n, hf_sc_repeats=args.hf_sc_repeats,
-        engine=args.engine, sc_match=args.sc_match,
+        engine=args.engine, sc_match=args.sc_match, base_url=args.base_url,
     )
     _check_extra_args(st, strategies)
     plan = plan_cells(tasks, strategies, args.baseline_hf_sc, st.sc_match)

@@ -103,6 +103,7 @@ class RunSettings:
     hf_sc_repeats: int | None
     engine: str = "hf"
     sc_match: str = BUDGET_REFERENCE
+    base_url: str | None = None  # --engine server; where it runs does not change results
 
     def spec(self, task: str, strategy: str) -> dict[str, Any]:
         """What must agree for a stored cell to count as this run's cell.

@@ -56,6 +56,12 @@ class CellRunner:
     def softreason(self):  # type: ignore[no-untyped-def]
         """One softreason model around the shared weights (on vLLM: its own engine); each cell
         ``configure`` s it."""
+        if self._softreason is None and self.st.engine == "server":
+            from lm_eval_softreason.harness.server_model import SoftReasonServer
+
+            self._softreason = SoftReasonServer(
+                base_url=self.st.base_url, pretrained=self.st.model, dtype=self.st.dtype,
+                **hf_args(self.st.extra_model_args))
         if self._softreason is None and self.st.engine == "vllm":
             from lm_eval_softreason.harness.vllm_model import SoftReasonVLLM
 
