@@ -10,6 +10,7 @@ budget, log-probs, margins) to what comes back. docs/architecture.md, "The vLLM 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class Continuation:
     seed: int | None  # the sampling stream when temperature > 0
     stop: list[str]  # stop strings the backend may stop at early (our rule decides the end)
     key: tuple[int, ...] = ()  # token ids of the prompt it continues (replica affinity)
+    # the same input as ids: a greedy row without a vector (sampled rows keep embeddings, so a
+    # seeded stream is never cut and resumed by _resumed)
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -78,8 +82,8 @@ class EmbedsEngine(Engine):
     @abstractmethod
     def _first_position(self, prompts: list[torch.Tensor],
                         keys: list[tuple[int, ...]]) -> list[torch.Tensor]:
-        """The first generated position's log-probs of each prompt, ``[vocab]`` float32
-        (``-inf`` where the backend returned none)."""
+        """The first generated position's log-probs of each prompt (given as embeddings and
+        as token ids), ``[vocab]`` float32 (``-inf`` where the backend returned none)."""
 
     @abstractmethod
     def _continue(self, jobs: list[Continuation]) -> list[Generated]:
@@ -185,20 +189,34 @@ class EmbedsEngine(Engine):
                 max_tokens=max_new_tokens - len(res.tokens),
                 temperature=float(row.temperature) if sampled else 0.0,
                 seed=int(row.seed) if sampled else None,
-                stop=list(stopper.until), key=state.token_ids))
+                stop=list(stopper.until), key=state.token_ids,
+                token_ids=None if row.first_embed is not None or sampled
+                else state.token_ids + (int(row.first_token),)))  # type: ignore[arg-type]
             sent.append(i)
-        outs = self._continue(jobs) if jobs else []
-        for i, out in zip(sent, outs):
-            res = results[i]
-            start = len(res.tokens)
-            tokens = res.tokens + out.tokens
-            end, reason = self._first_stop(tokens, start, stopper, max_new_tokens)
-            res.logprobs.extend(out.logprobs[:end - start])
-            res.margins.extend(out.margins[:end - start])
-            res.tokens = tokens[:end]
-            # no HF stop in what the backend returned: its own reason (budget, or a stop it saw)
-            res.stop_reason = reason or out.reason
+        while jobs:
+            again: list[tuple[int, Continuation]] = []
+            for i, job, out in zip(sent, jobs, self._continue(jobs)):
+                res = results[i]
+                start = len(res.tokens)
+                tokens = res.tokens + out.tokens
+                end, reason = self._first_stop(tokens, start, stopper, max_new_tokens)
+                res.logprobs.extend(out.logprobs[:end - start])
+                res.margins.extend(out.margins[:end - start])
+                res.tokens = tokens[:end]
+                if not reason and out.reason == "stop_string" and out.tokens:
+                    again.append((i, self._resumed(job, out.tokens)))
+                else:  # no HF stop in what came back: the backend's reason (budget, EOS)
+                    res.stop_reason = reason or out.reason
+            sent, jobs = [i for i, _ in again], [job for _, job in again]
         return results
+
+    def _resumed(self, job: Continuation, new: list[int]) -> Continuation:
+        """The backend stopped at a stop string that the HF rule does not see in the row's
+        tokens (its text came from a token-id prompt's decoding context): go on from there."""
+        return dataclasses.replace(
+            job, embeds=torch.cat([job.embeds, self._embed(new)]),
+            max_tokens=job.max_tokens - len(new),
+            token_ids=None if job.token_ids is None else job.token_ids + tuple(new))
 
     def _stop_reason(self, tokens: list[int], stopper: StopChecker, max_new: int) -> str:
         """The HF engine's rule (``BatchDecoder._stop_reason``) for the tokens so far."""

@@ -2,9 +2,10 @@
 embeddings, over HTTP.
 
 The client never loads the model: it reads the tokenizer, the config and the input embedding
-table alone (``engines/checkpoint.py``), sends every prompt as ``prompt_embeds`` (base64 of a
-``torch.save``d ``[seq, hidden]`` tensor in the model's dtype) to ``/v1/completions``, and
-applies the same output rules as the offline vLLM engine (``engines/embeds.py``). It is
+table alone (``engines/checkpoint.py``), sends each request to ``/v1/completions`` as token ids
+or, where a row feeds a vector at the first position, as ``prompt_embeds`` (base64 of a
+``torch.save``d ``[seq, hidden]`` tensor in the model's dtype), and applies the same output
+rules as the offline vLLM engine (``engines/embeds.py``). It is
 thread-safe: questions may call it from their own threads (``strategies/free_runner.py``).
 """
 
@@ -131,7 +132,7 @@ class ServerEngine(EmbedsEngine):
                 by_embeds = self._post_to(replica, self._first_body(self._embed(ids), want))
                 if not compare:
                     continue
-                by_ids = self._post_to(replica, {**self._first_body(None, 20), "prompt": ids})
+                by_ids = self._post_to(replica, self._first_body(ids, 20))
             except ServerRequestError as exc:
                 raise ConfigError(_server_hint(str(exc), want)) from exc
             a = _top_logprobs(by_ids)
@@ -150,17 +151,16 @@ class ServerEngine(EmbedsEngine):
 
     # -- the backend calls ----------------------------------------------------------------------
 
-    def _first_body(self, embeds: torch.Tensor | None, logprobs: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0.0,
-                                "logprobs": logprobs, "return_tokens_as_token_ids": True}
-        if embeds is not None:
-            body["prompt_embeds"] = encode_embeds(embeds)
-        return body
+    def _first_body(self, prompt: torch.Tensor | Sequence[int], logprobs: int
+                    ) -> dict[str, Any]:
+        return {"model": self.model, **_prompt(prompt), "max_tokens": 1, "temperature": 0.0,
+                "logprobs": logprobs, "return_tokens_as_token_ids": True}
 
     def _first_position(self, prompts: list[torch.Tensor],
                         keys: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """Prompts go as token ids: the same input, a few bytes instead of a tensor."""
         want = self.vocab_size if self.first_token_logprobs == FULL else self.first_token_logprobs
-        bodies = [self._first_body(e, want) for e in prompts]
+        bodies = [self._first_body(ids, want) for ids in keys]
         outs = self._post(bodies, keys, [e.shape[0] for e in prompts])
         dense = []
         for out in outs:
@@ -175,7 +175,8 @@ class ServerEngine(EmbedsEngine):
         bodies = []
         for job in jobs:
             body: dict[str, Any] = {
-                "model": self.model, "prompt_embeds": encode_embeds(job.embeds),
+                "model": self.model, **_prompt(job.embeds if job.token_ids is None
+                                               else job.token_ids),
                 "max_tokens": job.max_tokens, "temperature": job.temperature,
                 "stop_token_ids": list(self.eos), "ignore_eos": True,  # exactly our EOS set
                 "include_stop_str_in_output": True, "skip_special_tokens": False,
@@ -202,6 +203,13 @@ class ServerEngine(EmbedsEngine):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _prompt(prompt: torch.Tensor | Sequence[int]) -> dict[str, Any]:
+    """A request's input: token ids where they say it all, else embeddings."""
+    if isinstance(prompt, torch.Tensor):
+        return {"prompt_embeds": encode_embeds(prompt)}
+    return {"prompt": [int(t) for t in prompt]}
 
 
 def encode_embeds(embeds: torch.Tensor) -> str:
