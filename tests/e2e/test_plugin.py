@@ -397,7 +397,7 @@ def test_wheel_ships_the_autoload_hook_and_tasks(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).read(entry_points).decode()
     assert ("[lm_eval.models]\nsoftreason = lm_eval_softreason.harness.hf_model:SoftReasonLM\n"
-            "softreason-vllm = lm_eval_softreason.harness.vllm_model:SoftReasonVLLM\n"
             "softreason-server = lm_eval_softreason.harness.server_model:SoftReasonServer\n"
-            ) in text
+            "softreason-vllm = lm_eval_softreason.harness.vllm_model:SoftReasonVLLM\n"
+            ) in text  # the wheel lists them sorted
     assert "[lm_eval.tasks]" not in text
