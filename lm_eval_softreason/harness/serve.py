@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from lm_eval_softreason.autoload import flag_values
 from lm_eval_softreason.errors import UserError
 
 NEEDED = ["--enable-prompt-embeds", "--max-logprobs", "-1"]
@@ -31,7 +32,7 @@ def serve_argv(model: str, flags: Sequence[str], cpu: bool) -> list[str]:
     given = {f.split("=")[0] for f in flags if f.startswith("--")}
     cpu_flags = list(CPU)
     if "--max-model-len" in given:  # a step must hold a whole prompt: no chunked prefill
-        context = int(_value(flags, "--max-model-len"))
+        context = int(flag_values(flags, "--max-model-len")[0])
         cpu_flags[cpu_flags.index("--max-num-batched-tokens") + 1] = str(max(context, 4096))
     ours: list[str] = []
     for group in _flag_groups(NEEDED + (cpu_flags if cpu else [])):
@@ -41,17 +42,6 @@ def serve_argv(model: str, flags: Sequence[str], cpu: bool) -> list[str]:
         ours += ["--host", "127.0.0.1"]
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
             *ours, *flags]
-
-
-def _value(flags: Sequence[str], name: str) -> str:
-    """The last value given to ``name`` (``--name V`` or ``--name=V``)."""
-    found = ""
-    for i, f in enumerate(flags):
-        if f == name and i + 1 < len(flags):
-            found = flags[i + 1]
-        elif f.startswith(name + "="):
-            found = f.split("=", 1)[1]
-    return found
 
 
 def _flag_groups(argv: list[str]) -> list[list[str]]:
